@@ -1,0 +1,51 @@
+"""`sast-deploy` command line: one subcommand per job. Each subcommand lives in its own module
+with `add_arguments(parser)` and `run(args)`; this file only dispatches."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import SastError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "train": ("sast_deploy.train", "train a LIF SNN (baseline or SAST) and write a run directory"),
+    "demo": ("sast_deploy.demo", "the whole pipeline on the embedded nmnist-small dataset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sast-deploy",
+        description="Sharpness-aware surrogate training for spiking networks, and hard-spike deployment.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def run_command(run, args) -> int:
+    """Call a subcommand; user errors become one line on stderr, not a traceback."""
+    try:
+        return run(args) or 0
+    except SastError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args._run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""User-facing errors: each carries a one-line message that says what went wrong and what to do."""
+
+
+class SastError(Exception):
+    """Base class; the CLI prints these as `error: <message>` without a traceback."""
+
+
+class DataError(SastError):
+    """A dataset is missing, or a recording is malformed."""
+
+
+class SpecError(SastError):
+    """A network spec is inconsistent or incomplete."""
+
+
+class CheckpointError(SastError):
+    """A checkpoint is truncated, tampered with, foreign or inconsistent."""
+
+
+class ShapeError(SastError, ValueError):
+    """An input tensor does not have the shape the network expects."""

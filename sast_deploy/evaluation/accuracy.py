@@ -1,0 +1,30 @@
+"""Accuracy in surrogate and hard mode, and the transfer gap (paper Definition II.6).
+
+Hard mode changes nothing but sigma -> H: same weights, thresholds, leak, reset and binning.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.frames import FrameSet
+from ..model.network import SNN
+
+
+@torch.no_grad()
+def predict(model: SNN, frames: FrameSet, mode: str, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """Predicted class of every sample of `frames` with `model` in spike `mode`."""
+    model.eval()
+    preds = []
+    with model.in_mode(mode):
+        for start in range(0, len(frames), batch_size):
+            x = torch.from_numpy(frames.frames(np.arange(start, min(start + batch_size, len(frames)))))
+            preds.append(model(x.to(device)).argmax(1).cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def transfer_gap(model: SNN, frames: FrameSet, batch_size: int = 256, device="cpu") -> dict:
+    """surrogate_acc, hard_acc and transfer_gap = surrogate_acc - hard_acc on `frames`."""
+    sur = float((predict(model, frames, "surrogate", batch_size, device) == frames.labels).mean())
+    hard = float((predict(model, frames, "hard", batch_size, device) == frames.labels).mean())
+    return {"surrogate_acc": sur, "hard_acc": hard, "transfer_gap": sur - hard}

@@ -1,0 +1,51 @@
+"""Surrogate spike functions sigma(x) of the membrane margin x = u - theta.
+
+Each exposes the two constants the paper's theory uses: B1 = sup |sigma'| and B2 = sup |sigma''|.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SURROGATES = ("arctan", "fast-sigmoid")
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """sigma(x) with steepness k.
+
+    arctan:       sigma(x) = 1/2 + atan(k x)/pi,           sigma'(x) = k / (pi (1 + k^2 x^2))
+                  B1 = k/pi, B2 = 3 sqrt(3) k^2 / (8 pi)
+    fast-sigmoid: sigma(x) = 1/2 (1 + k x / (1 + k|x|)),    sigma'(x) = k / (2 (1 + k|x|)^2)
+                  B1 = k/2,  B2 = k^2 (the supremum of |sigma''|, approached at x -> 0)
+    """
+
+    name: str = "arctan"
+    k: float = 2.0
+
+    def __post_init__(self):
+        if self.name not in SURROGATES:
+            raise ValueError(f"unknown surrogate {self.name!r}; choose one of {SURROGATES}")
+        if not (self.k > 0 and math.isfinite(self.k)):
+            raise ValueError(f"surrogate steepness k must be positive and finite, got {self.k}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "arctan":
+            return 0.5 + torch.atan(self.k * x) / math.pi
+        return 0.5 * (1.0 + self.k * x / (1.0 + self.k * x.abs()))
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """sigma'(x), used by the straight-through estimator."""
+        if self.name == "arctan":
+            return self.k / (math.pi * (1.0 + (self.k * x) ** 2))
+        return self.k / (2.0 * (1.0 + self.k * x.abs()) ** 2)
+
+    @property
+    def B1(self) -> float:
+        return self.k / math.pi if self.name == "arctan" else self.k / 2.0
+
+    @property
+    def B2(self) -> float:
+        return 3.0 * math.sqrt(3.0) * self.k**2 / (8.0 * math.pi) if self.name == "arctan" else self.k**2
