@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,20 +21,38 @@ import numpy.lib.recfunctions  # noqa: F401  (tonic's DVSGesture reader needs it
 import tonic
 
 from ..errors import DataError
-from .events import read_nmnist, validate_events
+from .events import check_aedat4, check_dvsgesture_npy, read_nmnist, validate_events
 
 SPLITS = ("train", "val", "test")
 
 
-def _missing(cls_name: str, folder: Path, layout: str, source: str):
+def _missing(cls_name: str, location: Path, folder: Path, layout: str, source: str):
+    """Raise the DataError for a dataset folder without recordings: what to create, where the data
+    comes from, and what to pass as --data-dir. `location` is tonic's <data-dir>/<ClassName>."""
+    data_dir = location.parent
+    hint = ""
+    if data_dir.name == location.name:
+        hint = (f" (--data-dir {data_dir} looks like the {location.name}/ folder itself: "
+                f"pass the folder that holds it, {data_dir.parent})")
     raise DataError(
-        f"{cls_name} not found: expected recordings in {folder} (layout {layout}). "
-        f"Get the data from {source}, extract it there, and pass the parent folder as --data-dir."
+        f"{cls_name} not found: no recordings in {folder}. Create that folder in tonic's layout "
+        f"{location.name}/{layout} with the data from {source}, extracted, and pass the folder that "
+        f"holds {location.name}/ as --data-dir{hint}. Nothing is downloaded."
     )
 
 
 def _has_files(folder: Path, suffix: str) -> bool:
     return folder.is_dir() and next(folder.rglob(f"*{suffix}"), None) is not None
+
+
+def _sort_samples(ds: tonic.Dataset, *extra: str) -> None:
+    """Order a tonic dataset's samples by path. tonic's DVSGesture and CIFAR10DVS list files in
+    os.walk order, which depends on the file system: seeded splits of that order differ between
+    machines and copies of the same data."""
+    order = sorted(range(len(ds.data)), key=lambda i: ds.data[i])
+    for name in ("data", "targets") + extra:
+        values = getattr(ds, name)
+        setattr(ds, name, [values[i] for i in order])
 
 
 class NMNIST(tonic.datasets.NMNIST):
@@ -43,33 +62,83 @@ class NMNIST(tonic.datasets.NMNIST):
         return _has_files(Path(self.location_on_system, self.folder_name), ".bin")
 
     def download(self) -> None:
-        _missing("N-MNIST", Path(self.location_on_system, self.folder_name), "<digit>/<id>.bin",
+        _missing("N-MNIST", Path(self.location_on_system), Path(self.location_on_system, self.folder_name),
+                 f"{self.folder_name}/<digit>/<id>.bin",
                  "https://www.garrickorchard.com/datasets/n-mnist (train.zip, test.zip)")
 
 
+DVSGESTURE_SOURCE = ("tonic's figshare archives ibmGestureTrain.tar.gz / ibmGestureTest.tar.gz "
+                     "(https://figshare.com/ndownloader/files/38022171 and .../38020584)")
+
+
 class DVSGesture(tonic.datasets.DVSGesture):
-    """tonic's preprocessed DVS Gesture: `<save_to>/DVSGesture/ibmGesture{Train,Test}/userXX_<light>/<label>.npy`."""
+    """tonic's preprocessed DVS Gesture: `<save_to>/DVSGesture/ibmGesture{Train,Test}/user<NN>_<lighting>/<label>.npy`.
+
+    Reads an existing folder and never downloads. Folders and file names that tonic's own listing
+    would crash on or mislabel raise a DataError naming them; samples are ordered by path.
+    """
+
+    def __init__(self, save_to: str, train: bool = True, **kwargs):
+        super().__init__(save_to, train=train, **kwargs)
+        _sort_samples(self, "users", "lighting")
 
     def _check_exists(self) -> bool:
-        return _has_files(Path(self.location_on_system, self.folder_name), ".npy")
+        root = Path(self.location_on_system, self.folder_name)
+        if not _has_files(root, ".npy"):
+            return False
+        n_classes = len(self.classes)
+        for path, dirs, files in os.walk(root):
+            rel = os.path.relpath(path, root)
+            npy = [f for f in files if f.endswith("npy")]  # what tonic lists
+            if rel == ".":
+                if npy:
+                    raise DataError(f"{Path(path, npy[0])}: DVS Gesture recordings belong in "
+                                    f"user<NN>_<lighting>/ folders inside {root}")
+                continue
+            user, sep, lighting = rel.partition("_")
+            if not sep or not re.fullmatch(r"user\d+", user) or not lighting:
+                raise DataError(f"{path}: unexpected folder in {root}; tonic's DVS Gesture layout holds only "
+                                f"user<NN>_<lighting>/ folders (e.g. user01_fluorescent)")
+            for f in npy:
+                m = re.fullmatch(r"(\d+)\.npy", f)
+                if m is None or int(m.group(1)) >= n_classes:
+                    raise DataError(f"{Path(path, f)}: a DVS Gesture recording's name is its label, "
+                                    f"0.npy .. {n_classes - 1}.npy")
+        return True
 
     def download(self) -> None:
-        _missing("DVS Gesture", Path(self.location_on_system, self.folder_name),
-                 "userXX_<lighting>/<label>.npy, tonic's preprocessed version",
-                 "tonic's figshare archives ibmGestureTrain.tar.gz / ibmGestureTest.tar.gz "
-                 "(https://figshare.com/ndownloader/files/38022171 and .../38020584)")
+        _missing("DVS Gesture", Path(self.location_on_system), Path(self.location_on_system, self.folder_name),
+                 f"{self.folder_name}/user<NN>_<lighting>/<label>.npy (tonic's preprocessed release)",
+                 DVSGESTURE_SOURCE)
 
 
 class CIFAR10DVS(tonic.datasets.CIFAR10DVS):
-    """tonic's CIFAR10-DVS: `<save_to>/CIFAR10DVS/<class>/<id>.aedat4`."""
+    """tonic's CIFAR10-DVS: `<save_to>/CIFAR10DVS/<class>/<id>.aedat4`.
+
+    Reads an existing folder and never downloads. A recording outside a class-named folder (which
+    tonic's listing would crash on) raises a DataError naming it; samples are ordered by path.
+    """
+
+    def __init__(self, save_to: str, **kwargs):
+        super().__init__(save_to, **kwargs)
+        _sort_samples(self)
 
     def _check_exists(self) -> bool:
-        return _has_files(Path(self.location_on_system, self.folder_name), ".aedat4")
+        root = Path(self.location_on_system, self.folder_name)
+        if not _has_files(root, ".aedat4"):
+            return False
+        for path, dirs, files in os.walk(root):
+            for f in files:
+                if f.endswith("aedat4") and os.path.basename(path) not in self.classes:
+                    raise DataError(f"{Path(path, f)}: a CIFAR10-DVS recording belongs in a folder named "
+                                    f"after its class ({', '.join(self.classes)}) inside {root}")
+        return True
 
     def download(self) -> None:
-        _missing("CIFAR10-DVS", Path(self.location_on_system, self.folder_name),
+        _missing("CIFAR10-DVS", Path(self.location_on_system), Path(self.location_on_system, self.folder_name),
                  "<class name>/<id>.aedat4",
-                 "tonic's figshare archive CIFAR10DVS.zip (https://figshare.com/ndownloader/files/38023437)")
+                 "tonic's figshare archive CIFAR10DVS.zip (https://figshare.com/ndownloader/files/38023437; "
+                 "it holds one zip per class)")
 
 
 @dataclass(frozen=True)
@@ -80,14 +149,16 @@ class DatasetInfo:
     sensor_size: tuple[int, int, int]  # (width, height, polarities), tonic's convention
     classes: tuple[str, ...]
     downsample: int  # default spatial pooling factor for frames
+    sorted_times: bool = True  # the format stores events in time order (a backwards step means garbling)
 
 
 DIGITS = tuple(str(d) for d in range(10))
 DATASETS = {
     "nmnist-small": DatasetInfo("nmnist-small", (34, 34, 2), DIGITS, 1),
     "nmnist": DatasetInfo("nmnist", (34, 34, 2), DIGITS, 1),
-    "dvsgesture": DatasetInfo("dvsgesture", (128, 128, 2), tuple(tonic.datasets.DVSGesture.classes), 4),
-    "cifar10dvs": DatasetInfo("cifar10dvs", (128, 128, 2), tuple(tonic.datasets.CIFAR10DVS.classes), 4),
+    # DVS Gesture arrays and AEDAT 4 packets may hold slightly out-of-order events (camera packets do)
+    "dvsgesture": DatasetInfo("dvsgesture", (128, 128, 2), tuple(tonic.datasets.DVSGesture.classes), 4, False),
+    "cifar10dvs": DatasetInfo("cifar10dvs", (128, 128, 2), tuple(tonic.datasets.CIFAR10DVS.classes), 4, False),
 }
 
 
@@ -116,11 +187,12 @@ class Recordings:
         path = self.paths[i]
         try:
             events = self.reader(path)
-        except DataError:
+        except (DataError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as e:  # third-party readers raise anything on malformed files
+        except BaseException as e:  # readers raise anything on malformed files; aedat's Rust panics
+            # arrive as pyo3's PanicException, a BaseException
             raise DataError(f"{path}: cannot read as {self.info.name} recording ({type(e).__name__}: {e})") from None
-        return validate_events(events, self.info.sensor_size, path)
+        return validate_events(events, self.info.sensor_size, path, sorted_times=self.info.sorted_times)
 
 
 def embedded_root() -> Path:
@@ -156,6 +228,8 @@ def recordings(name: str, split: str, data_dir: str | os.PathLike | None = None)
     nmnist-small: the embedded fixed 700/100/200 split (see its splits.json). nmnist and dvsgesture:
     test is the official test set; val is a fixed stratified 10% of the official training set
     (seed 0) and train the other 90%. cifar10dvs (no official split): stratified 80/10/10, seed 0.
+    Recordings are ordered by path before splitting, so a split is the same on every copy of the data.
+    Missing folders and bad layouts raise DataError at once; bad files raise it from `read`.
     """
     info = dataset_info(name)
     if split not in SPLITS:
@@ -175,7 +249,7 @@ def recordings(name: str, split: str, data_dir: str | os.PathLike | None = None)
         ds = CIFAR10DVS(data_dir)
         parts = stratified_split(np.asarray(ds.targets), {"test": 0.1, "val": 0.1, "train": 0.8})
         paths, labels = _pick(ds.data, ds.targets, parts[split])
-        return Recordings(info, split, paths, labels, _tonic_reader(ds))
+        return Recordings(info, split, paths, labels, _tonic_reader(ds, check_aedat4, info.sensor_size))
     cls = NMNIST if name == "nmnist" else DVSGesture
     ds = cls(data_dir, train=split != "test")
     if split == "test":
@@ -183,11 +257,18 @@ def recordings(name: str, split: str, data_dir: str | os.PathLike | None = None)
     else:
         parts = stratified_split(np.asarray(ds.targets), {"val": 0.1, "train": 0.9})
         paths, labels = _pick(ds.data, ds.targets, parts[split])
-    reader = read_nmnist if name == "nmnist" else _tonic_reader(ds)
+    reader = read_nmnist if name == "nmnist" else _tonic_reader(ds, check_dvsgesture_npy, info.sensor_size)
     return Recordings(info, split, paths, labels, reader)
 
 
-def _tonic_reader(ds: tonic.Dataset) -> Callable[[str], np.ndarray]:
-    """Read files through a tonic dataset object's own __getitem__ (its real reader)."""
+def _tonic_reader(ds: tonic.Dataset, check: Callable[[str, tuple], None],
+                  sensor_size: tuple[int, int, int]) -> Callable[[str], np.ndarray]:
+    """Read files through a tonic dataset object's own __getitem__ (its real reader), after `check`
+    has vetted the raw file (tonic wraps or truncates some bad values silently)."""
     index = {p: i for i, p in enumerate(ds.data)}
-    return lambda path: ds[index[path]][0]
+
+    def read(path: str) -> np.ndarray:
+        check(path, sensor_size)
+        return ds[index[path]][0]
+
+    return read
