@@ -39,6 +39,7 @@ def environment(device: str) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in PACKAGES},
+        "torch_build": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "git": git_state(Path(__file__).resolve().parent),

@@ -149,7 +149,8 @@ class _Run:
 
     def _describe_checkpoint(self) -> str:
         p = self.progress
-        return f"{self.out / CHECKPOINT} (epoch {p.epochs_done} done, {p.step_in_epoch} iterations into the next)"
+        where = f"epoch {p.epochs_done + 1}, iteration {p.step_in_epoch}" if p.step_in_epoch else f"end of epoch {p.epochs_done}"
+        return f"{self.out / CHECKPOINT} ({where})"
 
     def _checkpoint(self) -> None:
         save_state(self.out / CHECKPOINT, self.model, self.optimizer, self.cfg, self.progress)
