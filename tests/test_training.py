@@ -82,10 +82,10 @@ def test_resume_after_sigkill_mid_epoch_ends_bitwise_equal(tmp_path, data):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = killed / "checkpoint.safetensors"
     try:
-        while proc.poll() is None:  # wait for a checkpoint a few iterations into epoch 2
+        while proc.poll() is None:  # wait for a checkpoint well inside epoch 2 or 3
             if ckpt.exists():
                 p = progress_of(ckpt)
-                if p["epochs_done"] == 1 and p["step_in_epoch"] >= 3:
+                if p["epochs_done"] >= 1 and 2 <= p["step_in_epoch"] <= 10:
                     break
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -93,7 +93,7 @@ def test_resume_after_sigkill_mid_epoch_ends_bitwise_equal(tmp_path, data):
     finally:
         proc.kill()
     p = progress_of(ckpt)
-    assert p["epochs_done"] == 1 and 0 < p["step_in_epoch"] < 16  # it died mid-epoch
+    assert p["epochs_done"] in (1, 2) and 0 < p["step_in_epoch"] < 16  # it died mid-epoch
     assert not (killed / "summary.json").exists()
 
     assert train_main(["--resume", str(killed), "--quiet"]) == 0
@@ -152,9 +152,9 @@ def test_resume_refuses_new_settings_and_finished_runs(tmp_path, data, capsys):
         resume(cfg.out, progress=False, data=data)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg, progress=False, data=data)
+    shutil.copytree(cfg.out, tmp_path / "copy")
+    (tmp_path / "copy" / "checkpoint.safetensors").unlink()
     with pytest.raises(ConfigError, match="no checkpoint.safetensors"):
-        shutil.copytree(cfg.out, tmp_path / "copy")
-        (tmp_path / "copy" / "checkpoint.safetensors").unlink()
         resume(tmp_path / "copy", progress=False, data=data)
 
 

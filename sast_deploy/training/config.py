@@ -70,6 +70,11 @@ class TrainConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"{source}: unknown training settings {sorted(unknown)}; written by another version?")
+        for f in fields(cls):
+            value = d.get(f.name, f.default)
+            if not _fits(value, f.default):
+                want = "string or null" if f.default is None else type(f.default).__name__
+                raise ConfigError(f"{source}: setting {f.name} = {value!r} is not a {want}")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -122,6 +127,17 @@ class TrainConfig:
             if self.bn == "train" or self.pool == "max":
                 raise ConfigError("--theory-aligned refuses --bn train and --pool max (practical extensions "
                                   "outside the theory)")
+
+
+def _fits(value, default) -> bool:
+    """Does `value` have the type of the field whose default is `default`?"""
+    if default is None:
+        return value is None or isinstance(value, str)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def _flag(name: str) -> str:

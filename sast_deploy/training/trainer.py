@@ -109,7 +109,6 @@ class _Run:
         self.device = resolve_device(cfg.device)
         self.data = data or load_data(cfg, show)
         torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
         self.model = state.model if state else SNN(network_spec(cfg, self.data["train"]))
         self.project = constraint_projection(self.model, cfg)
         if state is None:
@@ -131,6 +130,11 @@ class _Run:
             restore_rng(state)
             self._trim_metrics()
             self.saved = self._describe_checkpoint()
+            recorded = read_json(self.out / "config.json")
+            recorded.setdefault("resumes", []).append({"from": self.saved, "environment": environment(self.device)})
+            write_json(self.out / "config.json", recorded)
+        if show and self.model.spec.extensions():
+            print(f"note: {', '.join(self.model.spec.extensions())}: practical extension(s) outside the paper's theory")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
 
