@@ -82,7 +82,7 @@ def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet]
     if not config_path.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.json there; is it a run directory?")
     if not ckpt.is_file():
-        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} yet (killed before the first checkpoint); start again")
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} yet (stopped before the first checkpoint); start again with --overwrite")
     try:
         recorded = read_json(config_path)["train"]
     except (ValueError, KeyError, TypeError):
@@ -249,7 +249,7 @@ class _Run:
             "method": cfg.method, "rho": cfg.rho, "seed": cfg.seed, "epochs": cfg.epochs,
             "selected_epoch": p.best_epoch, "select": cfg.select, "selection_metric": SELECTION_METRIC,
             **{f"val_{k}": v for k, v in meta["val"].items()},
-            "time_per_epoch_s": float(np.mean(p.epoch_times)), "peak_mem_mb": peak_memory_mb(self.device),
+            "time_per_epoch_s": float(np.median(p.epoch_times)), "peak_mem_mb": peak_memory_mb(self.device),
             "iterations": p.global_step, "passes_per_iteration": self.updater.passes,
             "optimizer_steps": p.global_step * self.updater.optimizer_steps, "device": self.device,
             **theory_constants(model), "surrogate": model.spec.surrogate, "k": model.spec.k,
