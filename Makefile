@@ -11,6 +11,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
+bench: $(VENV)/.installed
+	$(PY) bench/train_step.py
+
 $(VENV)/bin/python:
 	@PY310=$$(tools/find-python310) && echo "creating $(VENV) with $$PY310" && $$PY310 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -q --upgrade "pip>=24"

@@ -19,3 +19,11 @@ class CheckpointError(SastError):
 
 class ShapeError(SastError, ValueError):
     """An input tensor does not have the shape the network expects."""
+
+
+class ConfigError(SastError):
+    """A command-line argument or configuration value is invalid or inconsistent."""
+
+
+class TrainingDiverged(SastError):
+    """The loss became NaN or Inf; the run stopped and its last good checkpoint is kept."""

@@ -19,21 +19,34 @@ def _clean(obj):
     return obj
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Atomically write `obj` as indented JSON."""
+def _write_atomic(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Atomically write `obj` as indented JSON."""
+    _write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, records) -> None:
+    """Atomically replace `path` with one JSON line per record."""
+    _write_atomic(path, "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def append_jsonl(path: str | os.PathLike, obj) -> None:

@@ -35,8 +35,13 @@ def _build_op(op: dict, in_shape: tuple[int, ...]) -> nn.Module:
         return nn.Conv2d(in_shape[0], op["out"], op["kernel"], op["stride"], op["padding"], bias=op["bias"])
     if kind == "avgpool":
         return nn.AvgPool2d(op["kernel"])
+    if kind == "maxpool":
+        return nn.MaxPool2d(op["kernel"])
     if kind == "norm":
         return Affine(in_shape[0])
+    if kind == "batchnorm":
+        bn = nn.BatchNorm1d if len(in_shape) == 1 else nn.BatchNorm2d
+        return bn(in_shape[0], eps=op["eps"], momentum=op["momentum"])
     raise AssertionError(kind)
 
 

@@ -11,8 +11,12 @@ Ops (in a layer's `ops` list, applied in order):
     {"kind": "conv", "out": C, "kernel": k, "stride": 1, "padding": 0, "bias": true}
     {"kind": "avgpool", "kernel": k}                    (stride k, no padding)
     {"kind": "norm"}                                    (learned per-channel affine: x * scale + shift)
+    {"kind": "batchnorm", "eps": 1e-5, "momentum": 0.1} (practical extension: batch statistics in training)
+    {"kind": "maxpool", "kernel": k}                    (practical extension: stride k, no padding)
 Each layer holds exactly one linear or conv op, optionally preceded by flatten and followed by
-avgpool / norm, so the whole block is linear and folds into one Dense or Conv at export.
+pooling / norm ops. With avgpool and norm only, the block is linear and folds into one Dense or Conv
+at export; batchnorm folds too once training is over (running statistics). Training-mode BatchNorm
+and MaxPool lie outside the paper's theory (DESIGN §3): `extensions()` names them where present.
 """
 from __future__ import annotations
 
@@ -24,13 +28,16 @@ from ..errors import SpecError
 
 SPEC_FORMAT = "sast-deploy/network-spec"
 SPEC_VERSION = 1
-OP_KINDS = ("flatten", "linear", "conv", "avgpool", "norm")
+OP_KINDS = ("flatten", "linear", "conv", "avgpool", "norm", "batchnorm", "maxpool")
+EXTENSION_KINDS = ("batchnorm", "maxpool")
 _OP_KEYS = {
     "flatten": {},
     "linear": {"out": None, "bias": True},
     "conv": {"out": None, "kernel": None, "stride": 1, "padding": 0, "bias": True},
     "avgpool": {"kernel": None},
     "norm": {},
+    "batchnorm": {"eps": 1e-5, "momentum": 0.1},
+    "maxpool": {"kernel": None},
 }
 
 
@@ -135,6 +142,10 @@ class NetworkSpec:
             shapes.append(shape)
         return shapes
 
+    def extensions(self) -> list[str]:
+        """The practical-extension op kinds this network uses (outside the paper's theory)."""
+        return sorted({op["kind"] for layer in self.layers for op in layer.ops} & set(EXTENSION_KINDS))
+
     @property
     def readout_features(self) -> int:
         n = 1
@@ -171,7 +182,7 @@ def op_output_shape(op: dict, shape: tuple[int, ...], where: str = "") -> tuple[
         if len(shape) != 1:
             raise SpecError(f"{where}: linear needs a flat input, got shape {shape} (add a flatten op)")
         return (int(op["out"]),)
-    if kind == "norm":
+    if kind in ("norm", "batchnorm"):
         return shape
     if len(shape) != 3:
         raise SpecError(f"{where}: needs a (C, H, W) input, got {shape}")
@@ -182,27 +193,38 @@ def op_output_shape(op: dict, shape: tuple[int, ...], where: str = "") -> tuple[
         if min(k, s) < 1 or p < 0 or oh < 1 or ow < 1:
             raise SpecError(f"{where}: kernel {k}, stride {s}, padding {p} do not fit input {shape}")
         return (int(op["out"]), oh, ow)
-    k = int(op["kernel"])  # avgpool
+    k = int(op["kernel"])  # avgpool, maxpool
     if k < 1 or h // k < 1 or w // k < 1:
         raise SpecError(f"{where}: pool kernel {k} does not fit input {shape}")
     return (c, h // k, w // k)
 
 
 def preset(name: str, input_shape, num_classes: int, class_names=(), **overrides) -> NetworkSpec:
-    """Named architectures. `mlp`: flatten -> 256 LIF -> readout. `conv`: conv(16,k5,p2) -> avgpool2
-    -> LIF -> conv(32,k3,p1) -> avgpool2 -> LIF -> readout. Overrides: hidden, alpha, theta_init,
-    surrogate, k, theta_min."""
+    """Named architectures. `mlp`: flatten -> 256 LIF -> readout. `conv`: conv(16,k5,p2) -> [norm] ->
+    pool2 -> LIF -> conv(32,k3,p1) -> [norm] -> pool2 -> LIF -> readout. Overrides: hidden, alpha,
+    theta_init, surrogate, k, theta_min, norm (`NORMS`: none, affine, batchnorm; after the linear or
+    conv op) and pool (`POOLS`: avg, max; conv only)."""
     alpha = overrides.pop("alpha", 0.9)
     theta = overrides.pop("theta_init", 1.0)
     hidden = overrides.pop("hidden", 256)
+    norm = overrides.pop("norm", "none")
+    pool = overrides.pop("pool", "avg")
+    if norm not in NORMS:
+        raise SpecError(f"unknown norm {norm!r}; choose one of {NORMS}")
+    if pool not in POOLS:
+        raise SpecError(f"unknown pool {pool!r}; choose one of {POOLS}")
+    norm_ops = {"none": [], "affine": [{"kind": "norm"}], "batchnorm": [{"kind": "batchnorm"}]}[norm]
+    pool_op = {"kind": f"{pool}pool", "kernel": 2}
     if name == "mlp":
-        layers = [LayerSpec([{"kind": "flatten"}, {"kind": "linear", "out": hidden}], alpha, theta)]
+        if pool != "avg":
+            raise SpecError("the mlp preset has no pooling; --pool applies to the conv preset")
+        layers = [LayerSpec([{"kind": "flatten"}, {"kind": "linear", "out": hidden}, *norm_ops], alpha, theta)]
     elif name == "conv":
         if len(tuple(input_shape)) != 3:
             raise SpecError("the conv preset needs (C, H, W) input")
         layers = [
-            LayerSpec([{"kind": "conv", "out": 16, "kernel": 5, "padding": 2}, {"kind": "avgpool", "kernel": 2}], alpha, theta),
-            LayerSpec([{"kind": "conv", "out": 32, "kernel": 3, "padding": 1}, {"kind": "avgpool", "kernel": 2}], alpha, theta),
+            LayerSpec([{"kind": "conv", "out": 16, "kernel": 5, "padding": 2}, *norm_ops, pool_op], alpha, theta),
+            LayerSpec([{"kind": "conv", "out": 32, "kernel": 3, "padding": 1}, *norm_ops, pool_op], alpha, theta),
         ]
     else:
         raise SpecError(f"unknown preset {name!r}; choose one of {PRESETS}")
@@ -210,3 +232,5 @@ def preset(name: str, input_shape, num_classes: int, class_names=(), **overrides
 
 
 PRESETS = ("mlp", "conv")
+NORMS = ("none", "affine", "batchnorm")
+POOLS = ("avg", "max")

@@ -1,52 +1,45 @@
-"""Surrogate-forward training of a LIF SNN on event frames, writing a run directory.
+"""Training runs: baseline or SAST on a LIF SNN, writing (and resuming) a run directory.
 
-A run directory holds config.json (what was asked), metrics.jsonl (one line per epoch),
-model.safetensors (the final weights with spec and data config) and summary.json (test metrics,
-DESIGN §1 keys).
+RUN_DIR/
+  config.json              the TrainConfig, the network spec, versions, git commit, command line
+  metrics.jsonl            one line per epoch: train loss/accuracy, validation surrogate and hard
+                           accuracy and gap, epoch time, peak memory, B1, M_theta_hat, gamma_hat, lr
+  checkpoint.safetensors   the full training state (state.py), at every epoch end and every
+                           `checkpoint_every` iterations; `resume(RUN_DIR)` continues from it
+  model.safetensors        the selected model (model.checkpoint format): the epoch with the best
+                           validation surrogate accuracy (earliest on ties), or the last epoch
+  summary.json             test metrics of the selected model plus the DESIGN §1 keys
 """
 from __future__ import annotations
 
+import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.frames import FrameSet, load_frames
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..evaluation.accuracy import transfer_gap
 from ..evaluation.theory import theory_constants
-from ..jsonio import append_jsonl, write_json
-from ..model.checkpoint import save_model
+from ..jsonio import append_jsonl, read_json, write_json, write_jsonl
+from ..model.checkpoint import load_model, save_model
 from ..model.network import SNN
-from ..model.spec import preset
+from .batches import epoch_batches, fixed_subset
+from .config import TrainConfig
+from .controls import constraint_projection, network_spec, resolve_device
+from .optim import build_optimizer, learning_rate, set_learning_rate
+from .provenance import environment
+from .state import Progress, TrainState, load_state, restore_optimizer, restore_rng, save_state
+from .step import Updater
 
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on."""
-
-    dataset: str = "nmnist-small"
-    data_dir: str | None = None
-    preset: str = "mlp"
-    hidden: int = 256
-    T: int = 10
-    input_norm: str = "binary"
-    alpha: float = 0.9
-    theta_init: float = 1.0
-    surrogate: str = "arctan"
-    k: float = 2.0
-    batch_size: int = 32
-    epochs: int = 5
-    lr: float = 1e-3
-    seed: int = 0
-    rho: float = 0.0
-    device: str = "cpu"
-    out: str = "runs/demo"
-    extra: dict = field(default_factory=dict)
+CHECKPOINT = "checkpoint.safetensors"
+MODEL = "model.safetensors"
+RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, MODEL, "summary.json")
+SELECTION_METRIC = "val_surrogate_acc"
 
 
 def peak_memory_mb(device: str = "cpu") -> float:
@@ -56,63 +49,215 @@ def peak_memory_mb(device: str = "cpu") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_model(cfg: TrainConfig, train: FrameSet) -> SNN:
-    spec = preset(cfg.preset, train.frame_shape, len(train.classes), class_names=train.classes,
-                  hidden=cfg.hidden, alpha=cfg.alpha, theta_init=cfg.theta_init, surrogate=cfg.surrogate, k=cfg.k)
-    return SNN(spec)
+def load_data(cfg: TrainConfig, progress: bool = True) -> dict[str, FrameSet]:
+    """train/val/test frames for `cfg`, each cut to the fixed `max_samples` subset when set."""
+    data = {}
+    for split in ("train", "val", "test"):
+        fs = load_frames(cfg.dataset, split, cfg.T, cfg.data_dir, cfg.input_norm, progress=progress)
+        data[split] = fs.subset(fixed_subset(len(fs), cfg.max_samples))
+    return data
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train per `cfg`, write the run directory `cfg.out`, return the summary."""
+def train(cfg: TrainConfig, progress: bool = True, overwrite: bool = False,
+          data: dict[str, FrameSet] | None = None) -> dict:
+    """Train per `cfg` into the run directory `cfg.out`; returns the summary.
+
+    An existing run there is an error unless `overwrite` (then its files are replaced). `data`
+    (train/val/test FrameSets) skips loading, e.g. for a sweep that trains many runs."""
+    cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    data = {s: load_frames(cfg.dataset, s, cfg.T, cfg.data_dir, cfg.input_norm, progress=progress)
-            for s in ("train", "val", "test")}
-    model = build_model(cfg, data["train"]).to(cfg.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    write_json(out / "config.json", {"train": asdict(cfg), "spec": model.spec.to_dict()})
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_set = data["train"]
-    epoch_times = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(len(train_set), generator=gen).numpy()
-        batches = range(0, len(order), cfg.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        loss_sum = correct = 0.0
-        for start in bar:
-            idx = order[start:start + cfg.batch_size]
-            x = torch.from_numpy(train_set.frames(idx)).to(cfg.device)
-            y = torch.from_numpy(train_set.labels[idx]).to(cfg.device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model.project_()
-            loss_sum += loss.item() * len(idx)
-            correct += float((logits.argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        epoch_times.append(time.perf_counter() - t0)
-        val = transfer_gap(model, data["val"], device=cfg.device)
-        record = {"epoch": epoch, "train_loss": loss_sum / len(order), "train_acc": correct / len(order),
-                  **{f"val_{k}": v for k, v in val.items()}, "epoch_time_s": epoch_times[-1],
-                  "peak_mem_mb": peak_memory_mb(cfg.device), **theory_constants(model)}
-        append_jsonl(out / "metrics.jsonl", record)
-        if progress:
-            tqdm.write(f"epoch {epoch}: loss {record['train_loss']:.4f}  val surrogate {val['surrogate_acc']:.3f}"
-                       f"  hard {val['hard_acc']:.3f}  gap {val['transfer_gap']:+.3f}  ({epoch_times[-1]:.1f} s)")
-    test = transfer_gap(model, data["test"], device=cfg.device)
-    summary = {**test, "rho": cfg.rho, "seed": cfg.seed, "epochs": cfg.epochs, "dataset": cfg.dataset,
-               "split": "test", "samples": len(data["test"]),
-               "time_per_epoch_s": float(np.mean(epoch_times)) if epoch_times else 0.0,
-               "peak_mem_mb": peak_memory_mb(cfg.device), **theory_constants(model)}
-    save_model(out / "model.safetensors", model.cpu(),
-               {"data": {"dataset": cfg.dataset, "T": cfg.T, "input_norm": cfg.input_norm,
-                         "downsample": train_set.downsample}, "summary": summary})
-    write_json(out / "summary.json", summary)
-    return summary
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(existing)}); continue it with --resume {out}, "
+                          "pass --overwrite, or choose another --out")
+    for name in existing:
+        (out / name).unlink()
+    return _Run(cfg, progress, data, None).run()
+
+
+def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet] | None = None) -> dict:
+    """Continue the run in `run_dir` from its checkpoint, exactly as recorded; returns the summary."""
+    run_dir = Path(run_dir)
+    config_path, ckpt = run_dir / "config.json", run_dir / CHECKPOINT
+    if not config_path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.json there; is it a run directory?")
+    if not ckpt.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} yet (stopped before the first checkpoint); start again with --overwrite")
+    try:
+        recorded = read_json(config_path)["train"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{config_path}: not a readable run config") from None
+    cfg = TrainConfig.from_dict(recorded, str(config_path))
+    cfg.out = str(run_dir)  # the folder may have moved since
+    state = load_state(ckpt)
+    mine, theirs = {**cfg.to_dict(), "out": None}, {**state.config.to_dict(), "out": None}
+    if mine != theirs:
+        differ = sorted(k for k in mine if mine[k] != theirs[k])
+        raise CheckpointError(f"{ckpt}: belongs to another run (its settings differ from {config_path} in {differ})")
+    if state.progress.epochs_done >= cfg.epochs and (run_dir / "summary.json").is_file():
+        raise ConfigError(f"--resume {run_dir}: the run already finished all {cfg.epochs} epochs")
+    cfg.validate()
+    return _Run(cfg, progress, data, state).run()
+
+
+class _Run:
+    """One training run from a fresh start or a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, show: bool, data: dict[str, FrameSet] | None, state: TrainState | None):
+        self.cfg, self.show = cfg, show
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self.data = data or load_data(cfg, show)
+        torch.manual_seed(cfg.seed)
+        self.model = state.model if state else SNN(network_spec(cfg, self.data["train"]))
+        self.project = constraint_projection(self.model, cfg)
+        if state is None:
+            self.project()  # the initial thresholds obey the constraints too
+        self.model.to(self.device)
+        self.model.mode = cfg.forward
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.updater = Updater(self.model, self.optimizer, self.project, cfg.rho, cfg.asam, cfg.delta,
+                               cfg.asam_eta, cfg.compute_matched)
+        self.saved = "none was written yet"
+        if state is None:
+            self.progress = Progress()
+            write_json(self.out / "config.json", {"train": cfg.to_dict(), "method": cfg.method,
+                                                  "spec": self.model.spec.to_dict(),
+                                                  "environment": environment(self.device)})
+        else:
+            self.progress = state.progress
+            restore_optimizer(self.optimizer, state, str(self.out / CHECKPOINT))
+            restore_rng(state)
+            self._trim_metrics()
+            self.saved = self._describe_checkpoint()
+            recorded = read_json(self.out / "config.json")
+            recorded.setdefault("resumes", []).append({"from": self.saved, "environment": environment(self.device)})
+            write_json(self.out / "config.json", recorded)
+        if show and self.model.spec.extensions():
+            print(f"note: {', '.join(self.model.spec.extensions())}: practical extension(s) outside the paper's theory")
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+
+    # -- files ---------------------------------------------------------------------------------
+    def _trim_metrics(self) -> None:
+        """Drop metric lines of epochs the checkpoint does not cover (and a half-written last line)."""
+        path = self.out / "metrics.jsonl"
+        records = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        write_jsonl(path, [r for r in records if r.get("epoch", 0) <= self.progress.epochs_done])
+
+    def _describe_checkpoint(self) -> str:
+        p = self.progress
+        where = f"epoch {p.epochs_done + 1}, iteration {p.step_in_epoch}" if p.step_in_epoch else f"end of epoch {p.epochs_done}"
+        return f"{self.out / CHECKPOINT} ({where})"
+
+    def _checkpoint(self) -> None:
+        save_state(self.out / CHECKPOINT, self.model, self.optimizer, self.cfg, self.progress)
+        self.saved = self._describe_checkpoint()
+
+    def _model_meta(self) -> dict:
+        train = self.data["train"]
+        return {"data": {"dataset": self.cfg.dataset, "T": self.cfg.T, "input_norm": self.cfg.input_norm,
+                         "downsample": train.downsample}, "train": self.cfg.to_dict(), "method": self.cfg.method}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        fs = self.data["train"]
+        return (torch.from_numpy(fs.frames(idx)).to(self.device),
+                torch.from_numpy(np.asarray(fs.labels[idx], dtype=np.int64)).to(self.device))
+
+    def run(self) -> dict:
+        cfg, p = self.cfg, self.progress
+        n = len(self.data["train"])
+        while p.epochs_done < cfg.epochs:
+            epoch = p.epochs_done
+            set_learning_rate(self.optimizer, learning_rate(cfg.lr, cfg.schedule, epoch, cfg.epochs, cfg.lr_step,
+                                                            cfg.lr_gamma))
+            pairs = epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.reuse_batch)
+            self._train_epoch(epoch, pairs)
+            self._end_epoch(epoch)
+        return self._finish()
+
+    def _train_epoch(self, epoch: int, pairs) -> None:
+        cfg, p = self.cfg, self.progress
+        self.model.train()
+        t0 = time.perf_counter() - p.epoch_elapsed_s
+        bar = tqdm(total=len(pairs), initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not self.show, leave=False, unit="batch")
+        for i in range(p.step_in_epoch, len(pairs)):
+            idx, idx2 = pairs[i]
+            batch = self._batch(idx)
+            second = (lambda: batch) if cfg.reuse_batch else (lambda: self._batch(idx2))
+            try:
+                r = self.updater(batch, second if self.updater.needs_second_batch else None)
+            except TrainingDiverged as e:
+                bar.close()
+                raise TrainingDiverged(f"{self.out}: {e} at epoch {epoch + 1}, iteration {i + 1}; the run stopped. "
+                                       f"Last good checkpoint: {self.saved}. Lower --lr or --rho and start a new "
+                                       "run") from None
+            p.step_in_epoch, p.global_step = i + 1, p.global_step + 1
+            p.loss_sum += r.loss * len(idx)
+            p.correct += r.correct
+            p.seen += len(idx)
+            if self.updater.sam is not None:
+                p.grad_norm_sum += r.grad_norm
+            bar.update()
+            bar.set_postfix(loss=f"{p.loss_sum / p.seen:.3f}", acc=f"{p.correct / p.seen:.3f}")
+            if cfg.checkpoint_every and p.global_step % cfg.checkpoint_every == 0 and i + 1 < len(pairs):
+                p.epoch_elapsed_s = time.perf_counter() - t0
+                self._checkpoint()
+        bar.close()
+        p.epoch_elapsed_s = time.perf_counter() - t0
+
+    def _end_epoch(self, epoch: int) -> None:
+        cfg, p = self.cfg, self.progress
+        val = transfer_gap(self.model, self.data["val"], device=self.device)
+        record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                  "train_loss": p.loss_sum / p.seen, "train_acc": p.correct / p.seen,
+                  **{f"val_{k}": v for k, v in val.items()}, "epoch_time_s": p.epoch_elapsed_s,
+                  "peak_mem_mb": peak_memory_mb(self.device), "iterations": p.global_step,
+                  **theory_constants(self.model)}
+        if self.updater.sam is not None:
+            record["grad_norm"] = p.grad_norm_sum / p.step_in_epoch
+        append_jsonl(self.out / "metrics.jsonl", record)
+        if self.show:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}  val surrogate "
+                       f"{val['surrogate_acc']:.3f}  hard {val['hard_acc']:.3f}  gap {val['transfer_gap']:+.3f}  "
+                       f"({p.epoch_elapsed_s:.2f} s)")
+        metric = record[SELECTION_METRIC]
+        if cfg.select == "last" or p.best_metric is None or metric > p.best_metric:
+            p.best_metric, p.best_epoch = metric, epoch + 1
+            save_model(self.out / MODEL, self.model, {**self._model_meta(), "epoch": epoch + 1,
+                                                     "val": val})
+        p.epoch_times.append(p.epoch_elapsed_s)
+        p.epochs_done += 1
+        p.start_epoch()
+        self._checkpoint()
+
+    def _finish(self) -> dict:
+        cfg, p = self.cfg, self.progress
+        model, meta = load_model(self.out / MODEL)
+        model.to(self.device)
+        test = transfer_gap(model, self.data["test"], device=self.device)
+        summary = {
+            **test, "split": "test", "samples": len(self.data["test"]), "dataset": cfg.dataset,
+            "method": cfg.method, "rho": cfg.rho, "seed": cfg.seed, "epochs": cfg.epochs,
+            "selected_epoch": p.best_epoch, "select": cfg.select, "selection_metric": SELECTION_METRIC,
+            **{f"val_{k}": v for k, v in meta["val"].items()},
+            "time_per_epoch_s": float(np.median(p.epoch_times)), "peak_mem_mb": peak_memory_mb(self.device),
+            "iterations": p.global_step, "passes_per_iteration": self.updater.passes,
+            "optimizer_steps": p.global_step * self.updater.optimizer_steps, "device": self.device,
+            **theory_constants(model), "surrogate": model.spec.surrogate, "k": model.spec.k,
+            "extensions": model.spec.extensions(),
+            **{k: getattr(cfg, k) for k in ("forward", "asam", "reuse_batch", "compute_matched", "theory_aligned",
+                                           "bn", "pool", "T", "batch_size", "optimizer", "lr", "schedule")},
+        }
+        save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
+        write_json(self.out / "summary.json", summary)
+        return summary
+
