@@ -19,3 +19,7 @@ class CheckpointError(SastError):
 
 class ShapeError(SastError, ValueError):
     """An input tensor does not have the shape the network expects."""
+
+
+class BackendError(SastError):
+    """A network cannot run on the chosen backend as given, or the backend is not available."""
