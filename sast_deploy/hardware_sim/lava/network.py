@@ -50,10 +50,10 @@ class SASTNetwork(AbstractProcess):
     """
 
     def __init__(self, net, precision: str | None = None, readout: bool = False, name: str | None = None):
+        super().__init__(name=name)  # first: Process.__del__ needs it even if a check below fails
         net = _load(net)
         precision = precision or ("fixed" if net.is_quantized else "float")
         check_network(net, precision)
-        super().__init__(name=name)
         self.network, self.precision, self.T, self.num_layers = net, precision, net.T, len(net.layers)
         self.synapses, self.neurons = [], []
         for i in range(self.num_layers):
