@@ -35,10 +35,11 @@ def deployed_from_snn(model: SNN, T: int, input_norm: str) -> DeployedNetwork:
                            model.readout.bias.detach().double().numpy(), T, model.spec.input_shape, input_norm)
 
 
-def random_fixed(net: DeployedNetwork, rng: np.random.Generator, vth_range=(40, 400)) -> DeployedNetwork:
+def random_fixed(net: DeployedNetwork, rng: np.random.Generator, vth_ranges) -> DeployedNetwork:
     """Give every layer random fixed-point parameters within docs/deployment.md's ranges (even
-    weights for mixed signs), and the float fields their de-quantized values."""
-    for i, layer in enumerate(net.layers):
+    weights for mixed signs; thresholds from `vth_ranges`, one (low, high) per layer), and the
+    float fields their de-quantized values."""
+    for layer, vth_range in zip(net.layers, vth_ranges):
         shape = layer.out_shape
         w_int = 2 * rng.integers(-128, 128, size=layer.weight.shape)
         weight_exp = int(rng.integers(-2, 2)) if layer.kind == "dense" else 0

@@ -50,12 +50,12 @@ def _randomised(spec: NetworkSpec) -> SNN:
     return model
 
 
-def graded(B):
-    return torch.rand(T, B, 2, 4, 4, dtype=torch.float64)
+def graded(B, shape=(2, 4, 4)):
+    return torch.rand(T, B, *shape, dtype=torch.float64)
 
 
-def binary(B):
-    return (torch.rand(T, B, 2, 6, 6) < 0.3).double()
+def binary(B, shape=(2, 6, 6)):
+    return (torch.rand(T, B, *shape) < 0.3).double()
 
 
 def assert_busy(spikes):
@@ -93,10 +93,10 @@ def test_float_conv_binary_input_matches_torch_float64():
     assert_float_conformance(model, x, run_lava(deployed_from_snn(model, T, "binary"), x.numpy(), "float"))
 
 
-def test_fixed_mlp_graded_input_is_bit_identical_to_integer_reference():
+def test_fixed_mlp_binary_input_is_bit_identical_to_integer_reference():
     rng = np.random.default_rng(1)
-    net = random_fixed(deployed_from_snn(mlp(), T, "max"), rng)
-    x = graded(5).numpy()
+    net = random_fixed(deployed_from_snn(mlp(), T, "binary"), rng, [(20, 200), (20, 200)])
+    x = binary(5, (2, 4, 4)).numpy()
     want = fixed_reference(net, x)
     got = run_lava(net, x)  # quantized: fixed point by default
     assert got.precision == "fixed"
@@ -107,10 +107,10 @@ def test_fixed_mlp_graded_input_is_bit_identical_to_integer_reference():
     np.testing.assert_array_equal(got.logits, readout_logits(counts, net.readout_weight, net.readout_bias, T))
 
 
-def test_fixed_conv_binary_input_and_native_readout_are_bit_identical(tmp_path):
+def test_fixed_conv_graded_input_and_native_readout_are_bit_identical(tmp_path):
     rng = np.random.default_rng(2)
-    net = random_fixed(deployed_from_snn(conv_net(), T, "binary"), rng, vth_range=(20, 200))
-    x = binary(4).numpy()
+    net = random_fixed(deployed_from_snn(conv_net(), T, "max"), rng, [(20000, 100000), (20, 200)])
+    x = graded(4, (2, 6, 6)).numpy()
     want = fixed_reference(net, x)
     got = run_lava(net, x, "fixed")
     assert spike_mismatches(got.spikes, want) == [0, 0]

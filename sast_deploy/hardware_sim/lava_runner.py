@@ -17,8 +17,7 @@ from lava.magma.core.run_conditions import RunSteps
 from tqdm import tqdm
 
 from ..errors import ShapeError
-from ..export.deployed import DeployedNetwork
-from .lava import network as lava_network
+from .lava.network import SASTNetwork
 from .lava.stream import RingSink, RingSource
 from .lava_runtime import shutdown, start
 from .mapping import from_lava
@@ -48,7 +47,7 @@ def run_lava(net, data, precision: str | None = None, *, record_spikes: bool = T
     layer's spikes (else only the last layer's counts). progress: tqdm bar (None: only on a
     terminal, and only once a run has lasted a few seconds).
     """
-    lnet = lava_network.SASTNetwork(net, precision)
+    lnet = SASTNetwork(net, precision)
     dn, precision = lnet.network, lnet.precision
     T, L = dn.T, lnet.num_layers
     layers = list(range(L)) if record_spikes else [L - 1]
@@ -97,7 +96,7 @@ def run_lava(net, data, precision: str | None = None, *, record_spikes: bool = T
     return LavaRun(precision, counts, logits, [spikes[i] for i in layers] if record_spikes else [], steps)
 
 
-def _step_blocks(lnet, data, ring: int) -> Iterator[tuple[np.ndarray, int]]:
+def _step_blocks(lnet: SASTNetwork, data, ring: int) -> Iterator[tuple[np.ndarray, int]]:
     """(input of each Lava step, samples completed) in blocks of at most `ring` steps; L zero steps
     at the end flush the pipeline."""
     T = lnet.T

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from multiprocessing import resource_tracker
 import signal
 import threading
+from multiprocessing import resource_tracker
 
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.run_conditions import RunSteps
@@ -70,7 +70,7 @@ def _terminate(runtime) -> None:
             worker.kill()
         worker.join()
     runtime._is_started = False  # keeps Runtime.__del__ from calling stop() again
-    for release in (getattr(infra, "_smm", None), runtime._watchdog_manager):
-        with contextlib.suppress(Exception):
-            if release is not None:
-                (release.shutdown if hasattr(release, "shutdown") else release.stop)()
+    with contextlib.suppress(Exception):  # best effort: a half-built runtime may lack either
+        infra._smm.shutdown()
+    with contextlib.suppress(Exception):
+        runtime._watchdog_manager.stop()
