@@ -59,9 +59,10 @@ class SASTNetwork(AbstractProcess):
         for i in range(self.num_layers):
             params = layer_params(net, i, precision)
             synapse = (Dense if params.kind == "dense" else Conv)(**params.synapse)
+            # layer l = i + 1 lags l steps, so its samples start at phase l + 1
             neuron = SASTLIF(**params.neuron, reset_interval=net.T, reset_offset=i + 2)
             if self.neurons:
-                prev = self.neurons[-1].s_out
+                prev = self.neurons[-1].s_out  # conv -> dense: (W, H, C) flattened, weights permuted to match
                 (prev.flatten() if len(prev.shape) != len(synapse.s_in.shape) else prev).connect(synapse.s_in)
             synapse.a_out.connect(neuron.a_in)
             self.synapses.append(synapse)
@@ -89,7 +90,8 @@ class SASTNetwork(AbstractProcess):
         return Loihi2SimCfg(select_tag=SELECT_TAG[self.precision])
 
     def window(self, sample: int, layer: int | None = None) -> range:
-        """Lava time steps (1-based) holding model steps 1..T of `sample` in `layer` (default last)."""
+        """Lava time steps (1-based) holding model steps 1..T of `sample` in layer index `layer`
+        (0-based; default the last layer)."""
         layer = self.num_layers if layer is None else layer + 1
         start = sample * self.T + layer + 1
         return range(start, start + self.T)
