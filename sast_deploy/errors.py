@@ -27,3 +27,7 @@ class ConfigError(SastError):
 
 class TrainingDiverged(SastError):
     """The loss became NaN or Inf; the run stopped and its last good checkpoint is kept."""
+
+
+class BackendError(SastError):
+    """A network cannot run on the chosen backend as given, or the backend is not available."""
