@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from .evaluation.report import evaluate_and_report
 from .training.trainer import TrainConfig, train
 
 
@@ -21,4 +22,6 @@ def run(args) -> int:
     print(f"{'baseline':<12}{s['surrogate_acc']:>10.3f}{s['hard_acc']:>8.3f}{s['transfer_gap']:>+8.3f}"
           f"{s['time_per_epoch_s']:>9.2f}")
     print(f"\ntest split, {s['samples']} recordings; summary: {args.out}/summary.json")
+    report = evaluate_and_report(args.out)  # robustness grid, diagnostics, tables and plots of the demo's runs
+    print(f"report: {report['markdown']} (plots in {report['markdown'].parent / 'plots'})")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..data.corruptions import CORRUPTIONS
 from ..errors import SastError
 from ..jsonio import write_json
+from ..training.rundir import EVALUATION_FILE, SUMMARY_FILE
 from .plots import accuracy_vs_rho, gap_strip, robustness_curves
 from .protocol import evaluate_run
 from .records import CALIBRATED, RunRecord, find_runs, group_label, group_order
@@ -174,7 +175,7 @@ def markdown(folder: Path, records, tables: dict, plots: dict) -> str:
     split = {r.summary.get("split") for r in records}
     datasets = {r.summary.get("dataset") for r in records}
     parts = [f"# sast-deploy report: {folder}", "",
-             f"{len(records)} finished runs; dataset {', '.join(map(str, sorted(datasets, key=str)))}; "
+             f"{len(records)} finished run{'s' if len(records) != 1 else ''}; dataset {', '.join(map(str, sorted(datasets, key=str)))}; "
              f"split {', '.join(map(str, sorted(split, key=str)))}. Transfer gap = surrogate accuracy - hard accuracy "
              "(Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). Calibration rows "
              "are labelled: their hard accuracy uses calibrated thresholds. Across seeds: mean ± std (sample std), "
@@ -293,10 +294,12 @@ def write_report(folder, out=None) -> dict:
 
 
 def evaluate_and_report(folder, robustness: bool = True, diagnostics: bool = True, progress: bool = True) -> dict:
-    """Evaluate every finished run under `folder` that has no evaluation.json yet (robustness grid,
-    and diagnostics for trained runs), then write the report (the demo's last step)."""
+    """Evaluate every finished run under `folder` whose evaluation.json is missing or older than its
+    summary.json (robustness grid, and diagnostics for trained runs), then write the report into
+    FOLDER/report (the demo's last step). Returns the paths written."""
     for r in find_runs(folder):
-        if r.evaluation is None:
+        ev = r.dir / EVALUATION_FILE
+        if not ev.is_file() or ev.stat().st_mtime_ns < (r.dir / SUMMARY_FILE).stat().st_mtime_ns:
             evaluate_run(r.dir, robustness=robustness, diagnostics=diagnostics and r.calibration is None,
                          progress=progress)
     return write_report(folder)
