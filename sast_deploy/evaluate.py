@@ -67,7 +67,8 @@ def format_result(r: dict) -> str:
         lines.append("    secant beta_hat: " + "  ".join(f"r={rr:g} {v:.3e}" for rr, v in
                                                          zip(sec["radii"], sec["beta_hat_per_radius"])))
         b = bound["beta"]
-        lines.append(f"    bound beta (r={bound['radius']:g}): " + (f"{b:.3e}" if b is not None else f"n/a ({bound['reason']})"))
+        value = f"{b:.3e}" if b is not None else f"n/a ({bound['reason']})"
+        lines.append(f"    bound beta (r={bound['radius']:g}): {value}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control-rho", type=float_list, default=None,
                    help="radii of the reuse-batch and asam controls (default: every positive --rho)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
-    p.add_argument("--train-args", default="", help="more `sast-deploy train` flags for every run, given with '=': --train-args='--T 20'")
+    p.add_argument("--train-args", default="",
+                   help="more `sast-deploy train` flags for every run, given with '=': --train-args='--T 20'")
     p.add_argument("--eval-args", default="",
                    help="more `sast-deploy evaluate` flags, e.g. '--diag-samples 32' (the SAM gap is measured "
                         "at the positive --rho values unless --sam-radii is given here)")

@@ -171,84 +171,103 @@ def _group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
     return {g: out[g] for g in sorted(out, key=group_order)}
 
 
-def markdown(folder: Path, records, tables: dict, plots: dict) -> str:
-    split = {r.summary.get("split") for r in records}
-    datasets = {r.summary.get("dataset") for r in records}
-    parts = [f"# sast-deploy report: {folder}", "",
-             f"{len(records)} finished run{'s' if len(records) != 1 else ''}; dataset {', '.join(map(str, sorted(datasets, key=str)))}; "
-             f"split {', '.join(map(str, sorted(split, key=str)))}. Transfer gap = surrogate accuracy - hard accuracy "
-             "(Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). Calibration rows "
-             "are labelled: their hard accuracy uses calibrated thresholds. Across seeds: mean ± std (sample std), "
-             "median [q25, q75]; per-seed values below and in runs.csv.", ""]
+def _intro(folder: Path, records) -> list[str]:
+    def names(key):
+        return ", ".join(sorted({str(r.summary.get(key)) for r in records}))
+    runs = f"{len(records)} finished run{'s' if len(records) != 1 else ''}"
+    return [f"# sast-deploy report: {folder}", "",
+            f"{runs}; dataset {names('dataset')}; split {names('split')}. Transfer gap = surrogate accuracy - "
+            "hard accuracy (Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). "
+            "Calibration rows are labelled: their hard accuracy uses calibrated thresholds. Across seeds: "
+            "mean ± std (sample std), median [q25, q75]; per-seed values below and in runs.csv.", ""]
 
-    by = {}
+
+def _accuracy_section(tables: dict) -> list[str]:
+    by: dict[tuple, dict] = {}
     for row in tables["table2"]:
         by.setdefault((row["method"], row["rho"]), {})[row["metric"]] = row
-    parts += ["## Accuracy and transfer gap (Table II analogue)", "",
-              _md(["method", "seeds"] + [f"{m} {k}" for _, m in METRICS for k in ("mean ± std", "median [IQR]")],
-                  [[group_label(*g), m["gap"]["n"]] + [c for _, name in METRICS
-                                                      for c in (mean_std(m[name]), median_iqr(m[name]))]
-                   for g, m in by.items()]), ""]
+    header = ["method", "seeds"] + [f"{m} {k}" for _, m in METRICS for k in ("mean ± std", "median [IQR]")]
+    body = [[group_label(*g), m["gap"]["n"]]
+            + [c for _, name in METRICS for c in (mean_std(m[name]), median_iqr(m[name]))] for g, m in by.items()]
+    out = ["## Accuracy and transfer gap (Table II analogue)", "", _md(header, body), ""]
     if tables["paired_gaps"]:
-        parts += ["### Gap against the baseline, paired by seed", "",
-                  "Delta gap = method's gap - baseline's gap on the same seed; negative means a smaller gap.", "",
-                  _md(["method", "paired seeds", "median delta gap", "smaller / equal / larger", "per seed"],
-                      [[row["label"], row["paired_seeds"], f"{row['median_delta_gap']:+.3f}",
-                        f"{row['seeds_smaller_gap']} / {row['seeds_equal_gap']} / {row['seeds_larger_gap']}",
-                        row["per_seed"]] for row in tables["paired_gaps"]]), ""]
-    parts += ["### Per-seed values", "",
-              _md(["method", "seed", "surrogate", "hard", "gap"],
-                  [[row["label"], row["seed"], fmt(row["surrogate_acc"]), fmt(row["hard_acc"]),
-                    f"{row['transfer_gap']:+.3f}"] for row in tables["runs"]]), ""]
-    parts += ["## Cost (Table IV analogue)", "",
-              "Time per training epoch and peak memory (CPU: the process's peak RSS; GPU: allocator peak); "
-              "factor = method mean / baseline mean.", "",
-              _md(["method", "seeds", "time/epoch (s)", "x baseline", "peak memory (MB)", "x baseline"],
-                  [[row["label"], row["n"], f"{fmt(row['time_per_epoch_s_mean'])} ± {fmt(row['time_per_epoch_s_std'])}",
-                    fmt(row["time_per_epoch_s_factor"], 2), f"{fmt(row['peak_mem_mb_mean'], 1)} ± "
-                    f"{fmt(row['peak_mem_mb_std'], 1)}", fmt(row["peak_mem_mb_factor"], 2)]
-                   for row in tables["table4"]]), ""]
+        out += ["### Gap against the baseline, paired by seed", "",
+                "Delta gap = method's gap - baseline's gap on the same seed; negative means a smaller gap.", "",
+                _md(["method", "paired seeds", "median delta gap", "smaller / equal / larger", "per seed"],
+                    [[row["label"], row["paired_seeds"], f"{row['median_delta_gap']:+.3f}",
+                      f"{row['seeds_smaller_gap']} / {row['seeds_equal_gap']} / {row['seeds_larger_gap']}",
+                      row["per_seed"]] for row in tables["paired_gaps"]]), ""]
+    return out + ["### Per-seed values", "",
+                  _md(["method", "seed", "surrogate", "hard", "gap"],
+                      [[row["label"], row["seed"], fmt(row["surrogate_acc"]), fmt(row["hard_acc"]),
+                        f"{row['transfer_gap']:+.3f}"] for row in tables["runs"]]), ""]
+
+
+def _cost_section(rows: list[dict]) -> list[str]:
+    def cell(row, key, digits=3):
+        return f"{fmt(row[f'{key}_mean'], digits)} ± {fmt(row[f'{key}_std'], digits)}"
+    body = [[row["label"], row["n"], cell(row, "time_per_epoch_s"), fmt(row["time_per_epoch_s_factor"], 2),
+             cell(row, "peak_mem_mb", 1), fmt(row["peak_mem_mb_factor"], 2)] for row in rows]
+    return ["## Cost (Table IV analogue)", "",
+            "Time per training epoch and peak memory (CPU: the process's peak RSS; GPU: allocator peak); "
+            "factor = method mean / baseline mean.", "",
+            _md(["method", "seeds", "time/epoch (s)", "x baseline", "peak memory (MB)", "x baseline"], body), ""]
+
+
+def _calibration_section(rows: list[dict]) -> list[str]:
+    def trio(row, split):
+        return " / ".join(fmt(row[f"{split}_{m}"]) for m in ("uncalibrated", "global", "per_layer"))
+    body = [[row["label"], row["seed"], row["lambda_global"], row["lambda_per_layer"], trio(row, "val"),
+             trio(row, "test"), fmt(row["test_surrogate"])] for row in rows]
+    return ["## Threshold calibration", "",
+            "Weights frozen; thresholds scaled by lambda chosen on the validation split by hard accuracy "
+            "(global lambda from {0.5, ..., 1.5}, then per-layer coordinate search), applied once to test.", "",
+            _md(["row", "seed", "lambda global", "lambda per layer", "val hard: none / global / per-layer",
+                 "test hard: none / global / per-layer", "test surrogate"], body), ""]
+
+
+def _robustness_sections(rows: list[dict]) -> list[str]:
+    kinds = [k for k in CORRUPTIONS if any(row["corruption"] == k for row in rows)]
+    severities = sorted({float(k[len("acc_p"):]) for row in rows for k in row if k.startswith("acc_p")})
+    cols = [(k, m) for k in kinds for m in MODES]
+    out = []
+    for stat, title in (("mean", "mean accuracy over severities"), ("auc", "area under the accuracy-severity curve")):
+        body = [[group_label(*g), len({row["seed"] for row in grp})]
+                + [mean_std(summarize([row[stat] for row in grp if (row["corruption"], row["mode"]) == c]))
+                   for c in cols] for g, grp in _group_rows(rows).items()]
+        out += [f"## Robustness: {title}", "",
+                f"Severities p = {', '.join(f'{p:g}' for p in severities)}; family 1 = voxel-drop, family 2 = "
+                "time-jitter and bin-drop; identical corrupted inputs for every method; mean ± std over seeds.", "",
+                _md(["method", "seeds"] + [f"{k} {m}" for k, m in cols], body), ""]
+    return out
+
+
+def _diagnostics_section(rows: list[dict]) -> list[str]:
+    radii = sorted({k[len("sam_gap_r"):] for row in rows for k in row if k.startswith("sam_gap_r")}, key=float)
+    columns = ([("gamma_hat", "gamma_hat"), ("M_theta_hat", "M_theta_hat")]
+               + [(f"sam_gap_r{r}", f"SAM gap r={r}") for r in radii]
+               + [("grad_w_norm_median", "median grad_w l"), ("grad_x_norm_median", "median grad_x l"),
+                  ("sigma_min_JJt_median", "median sigma_min(JJ^T)"), ("beta_hat_secant", "secant beta_hat"),
+                  ("beta_bound", "bound beta")])
+    body = [[group_label(*g), len(grp)] + [fmt(summarize([row.get(k) for row in grp])["median"]) for k, _ in columns]
+            for g, grp in _group_rows(rows).items()]
+    return ["## Theory diagnostics", "",
+            f"Surrogate mode, float64, {rows[0]['samples']} held-out examples; median over seeds (per-seed values "
+            "and per-example spreads in diagnostics.csv). Secant beta_hat: max over random directions and radii; "
+            f"bound beta: our conservative bound on the ball of radius {fmt(rows[0]['beta_bound_radius'])} "
+            "(docs/theory.md), in the spirit of the paper's Appendix A.", "",
+            _md(["method", "seeds"] + [name for _, name in columns], body), ""]
+
+
+def markdown(folder: Path, records, tables: dict, plots: dict) -> str:
+    """report.md: every table that has rows, then the plots."""
+    parts = _intro(folder, records) + _accuracy_section(tables) + _cost_section(tables["table4"])
     if tables["calibration"]:
-        parts += ["## Threshold calibration", "",
-                  "Weights frozen; thresholds scaled by lambda chosen on the validation split by hard accuracy "
-                  "(global lambda from {0.5, ..., 1.5}, then per-layer coordinate search), applied once to test.", "",
-                  _md(["row", "seed", "lambda global", "lambda per layer", "val hard: none / global / per-layer",
-                       "test hard: none / global / per-layer", "test surrogate"],
-                      [[row["label"], row["seed"], row["lambda_global"], row["lambda_per_layer"],
-                        f"{fmt(row['val_uncalibrated'])} / {fmt(row['val_global'])} / {fmt(row['val_per_layer'])}",
-                        f"{fmt(row['test_uncalibrated'])} / {fmt(row['test_global'])} / {fmt(row['test_per_layer'])}",
-                        fmt(row["test_surrogate"])] for row in tables["calibration"]]), ""]
-    rob = tables["robustness"]
-    if rob:
-        kinds = [k for k in CORRUPTIONS if any(row["corruption"] == k for row in rob)]
-        sev = sorted({float(k[5:]) for row in rob for k in row if k.startswith("acc_p")})
-        cols = [(k, m) for k in kinds for m in MODES]
-        header = ["method", "seeds"] + [f"{k} {m}" for k, m in cols]
-        grouped = _group_rows(rob)
-        for stat, title in (("mean", "mean accuracy over severities"), ("auc", "area under the accuracy-severity curve")):
-            body = []
-            for g, rows in grouped.items():
-                cells = [mean_std(summarize([row[stat] for row in rows if (row["corruption"], row["mode"]) == c]))
-                         for c in cols]
-                body.append([group_label(*g), len({row["seed"] for row in rows})] + cells)
-            parts += [f"## Robustness: {title}", "",
-                      f"Severities p = {', '.join(f'{p:g}' for p in sev)}; family 1 = voxel-drop, family 2 = "
-                      "time-jitter and bin-drop; identical corrupted inputs for every method; mean ± std over seeds.",
-                      "", _md(header, body), ""]
-    diag = tables["diagnostics"]
-    if diag:
-        radii = sorted({k[len("sam_gap_r"):] for row in diag for k in row if k.startswith("sam_gap_r")}, key=float)
-        keys = (["gamma_hat", "M_theta_hat"] + [f"sam_gap_r{r}" for r in radii] +
-                ["grad_w_norm_median", "grad_x_norm_median", "sigma_min_JJt_median", "beta_hat_secant", "beta_bound"])
-        names = (["gamma_hat", "M_theta_hat"] + [f"SAM gap r={r}" for r in radii] +
-                 ["median grad_w l", "median grad_x l", "median sigma_min(JJ^T)", "secant beta_hat", "bound beta"])
-        body = [[group_label(*g), len(rows)] + [fmt(summarize([row[k] for row in rows])["median"]) for k in keys]
-                for g, rows in _group_rows(diag).items()]
-        parts += ["## Theory diagnostics", "",
-                  f"Surrogate mode, float64, {diag[0]['samples']} held-out examples; median over seeds (per-seed "
-                  "values and per-example spreads in diagnostics.csv). Secant beta_hat: max over random directions "
-                  f"and radii; bound beta: our conservative bound on the ball of radius {fmt(diag[0]['beta_bound_radius'])} "
-                  "(docs/theory.md), in the spirit of the paper's Appendix A.", "", _md(["method", "seeds"] + names, body), ""]
+        parts += _calibration_section(tables["calibration"])
+    if tables["robustness"]:
+        parts += _robustness_sections(tables["robustness"])
+    if tables["diagnostics"]:
+        parts += _diagnostics_section(tables["diagnostics"])
     if plots:
         parts += ["## Plots", ""] + [f"![{name}](plots/{Path(p).name})" for name, p in plots.items()] + [""]
     return "\n".join(parts)

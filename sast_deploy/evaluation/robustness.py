@@ -36,7 +36,8 @@ def robustness_grid(models: dict[str, SNN], frames: FrameSet, recs: Recordings |
         for p in severities:
             corrupted = corrupt_frames(frames, kind, p, seed, recs)
             for mode, model in models.items():
-                acc[mode].append(float((predict(model, corrupted, mode, batch_size, device) == corrupted.labels).mean()))
+                preds = predict(model, corrupted, mode, batch_size, device)
+                acc[mode].append(float((preds == corrupted.labels).mean()))
             steps.update()
         curves[kind] = {"family": FAMILY[kind], **{mode: curve_summary(severities, a) for mode, a in acc.items()}}
     steps.close()
