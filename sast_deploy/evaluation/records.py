@@ -84,6 +84,14 @@ def _json(path: Path):
         raise SastError(f"{path}: cannot read it ({e}); rerun the command that wrote it") from None
 
 
+def current_evaluation(run_dir: Path) -> dict | None:
+    """evaluation.json, unless it is missing or older than summary.json (then it describes an older model)."""
+    ev = run_dir / EVALUATION_FILE
+    if not ev.is_file() or ev.stat().st_mtime_ns < (run_dir / SUMMARY_FILE).stat().st_mtime_ns:
+        return None
+    return _json(ev)
+
+
 def load_record(run_dir: Path) -> RunRecord:
     summary = _json(run_dir / SUMMARY_FILE)
     config = _json(run_dir / CONFIG_FILE) or {}
@@ -92,7 +100,7 @@ def load_record(run_dir: Path) -> RunRecord:
     rho = float(summary.get("rho", settings.get("rho", 0.0)) or 0.0)
     seed = int(summary.get("seed", settings.get("seed", 0)) or 0)
     return RunRecord(run_dir, method_of(settings, rho, calibration is not None), rho, seed, summary,
-                     _json(run_dir / EVALUATION_FILE), calibration)
+                     current_evaluation(run_dir), calibration)
 
 
 def find_runs(folder) -> list[RunRecord]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from ..data.corruptions import CORRUPTIONS
 from ..errors import SastError
 from ..jsonio import write_json
-from ..training.rundir import EVALUATION_FILE, SUMMARY_FILE
 from .plots import accuracy_vs_rho, gap_strip, robustness_curves
 from .protocol import evaluate_run
 from .records import CALIBRATED, RunRecord, find_runs, group_label, group_order
@@ -175,11 +174,17 @@ def _intro(folder: Path, records) -> list[str]:
     def names(key):
         return ", ".join(sorted({str(r.summary.get(key)) for r in records}))
     runs = f"{len(records)} finished run{'s' if len(records) != 1 else ''}"
-    return [f"# sast-deploy report: {folder}", "",
-            f"{runs}; dataset {names('dataset')}; split {names('split')}. Transfer gap = surrogate accuracy - "
-            "hard accuracy (Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). "
-            "Calibration rows are labelled: their hard accuracy uses calibrated thresholds. Across seeds: "
-            "mean ± std (sample std), median [q25, q75]; per-seed values below and in runs.csv.", ""]
+    out = [f"# sast-deploy report: {folder}", "",
+           f"{runs}; dataset {names('dataset')}; split {names('split')}. Transfer gap = surrogate accuracy - "
+           "hard accuracy (Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). "
+           "Calibration rows are labelled: their hard accuracy uses calibrated thresholds. Across seeds: "
+           "mean ± std (sample std), median [q25, q75]; per-seed values below and in runs.csv.", ""]
+    missing = [str(r.dir) for r in records if r.evaluation is None]
+    if missing:
+        out += [f"Not in the robustness and diagnostics tables ({len(missing)} runs without a current "
+                "evaluation.json; run `sast-deploy evaluate --run RUN --robustness --diagnostics`): "
+                + ", ".join(missing), ""]
+    return out
 
 
 def _accuracy_section(tables: dict) -> list[str]:
@@ -312,13 +317,11 @@ def write_report(folder, out=None) -> dict:
     return {**paths, **{f"plot_{k}": v for k, v in plots.items()}}
 
 
-def evaluate_and_report(folder, robustness: bool = True, diagnostics: bool = True, progress: bool = True) -> dict:
+def evaluate_and_report(folder, progress: bool = True, **options) -> dict:
     """Evaluate every finished run under `folder` whose evaluation.json is missing or older than its
-    summary.json (robustness grid, and diagnostics for trained runs), then write the report into
-    FOLDER/report (the demo's last step). Returns the paths written."""
+    summary.json (robustness grid, and diagnostics for trained runs; `options` go to `evaluate_run`),
+    then write the report into FOLDER/report (the demo's last step). Returns the paths written."""
     for r in find_runs(folder):
-        ev = r.dir / EVALUATION_FILE
-        if not ev.is_file() or ev.stat().st_mtime_ns < (r.dir / SUMMARY_FILE).stat().st_mtime_ns:
-            evaluate_run(r.dir, robustness=robustness, diagnostics=diagnostics and r.calibration is None,
-                         progress=progress)
+        if r.evaluation is None:
+            evaluate_run(r.dir, robustness=True, diagnostics=r.calibration is None, progress=progress, **options)
     return write_report(folder)

@@ -24,7 +24,7 @@ from ..evaluation.theory import theory_constants
 from ..jsonio import write_json
 from ..model.checkpoint import save_model
 from ..model.network import SNN
-from .rundir import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, load_run
+from .rundir import CONFIG_FILE, EVALUATION_FILE, MODEL_FILE, SUMMARY_FILE, load_run
 
 GRID = tuple(round(0.5 + 0.1 * i, 1) for i in range(11))
 METHODS = ("global", "per-layer")
@@ -109,7 +109,8 @@ def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: s
     if out.exists() and any(out.iterdir()):
         if not (out / CALIBRATION_FILE).is_file():
             raise SastError(f"--out {out}: exists and is not a calibrated copy; choose a new folder")
-        (out / SUMMARY_FILE).unlink(missing_ok=True)  # an old copy must not look finished while it is rewritten
+        for stale in (SUMMARY_FILE, EVALUATION_FILE):  # an old copy must not look finished while it is rewritten
+            (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
     val = run.frames(val_split, data_dir, progress)
     choice = calibrate(run.model, val, grid)

@@ -1,6 +1,7 @@
 """`sast-deploy sweep` (real worker processes of the real trainer) and `sast-deploy report` on it."""
 import csv
 import os
+import shutil
 
 import matplotlib.image
 import pytest
@@ -125,3 +126,19 @@ def test_report_renders_every_table_and_plot(sweep, capsys):
 def test_report_of_an_empty_folder_says_so(tmp_path, capsys):
     assert cli(["report", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_stale_evaluations_are_left_out_and_the_demo_step_renews_them(sweep, tmp_path):
+    from sast_deploy.evaluation.report import evaluate_and_report, write_report
+
+    folder = tmp_path / "demo"
+    shutil.copytree(sweep / "runs" / "baseline-rho0-seed0", folder / "run", ignore=shutil.ignore_patterns("calibrated"))
+    summary = folder / "run" / "summary.json"
+    later = os.stat(folder / "run" / "evaluation.json").st_mtime_ns + 10**9
+    os.utime(summary, ns=(later, later))  # as if the run had been retrained after its evaluation
+    md = write_report(folder)["markdown"].read_text()
+    assert "without a current evaluation.json" in md and "## Robustness" not in md
+    paths = evaluate_and_report(folder, progress=False, diag_samples=4, directions=2, severities=(0, 0.4))
+    md = paths["markdown"].read_text()
+    assert "without a current evaluation.json" not in md and "## Robustness" in md and "## Theory diagnostics" in md
+    assert {"plot_accuracy_vs_rho", "plot_robustness", "plot_gap_strip"} <= set(paths)
