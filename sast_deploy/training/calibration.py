@@ -63,7 +63,7 @@ def calibrate(model: SNN, val: FrameSet, grid=GRID, rounds: int = 2, device="cpu
         return acc_of[key]
 
     curve = {f"{lam:g}": acc([lam] * n_layers) for lam in grid}
-    best = 1.0
+    best = min(grid, key=lambda lam: (abs(lam - 1), lam))
     for lam in grid:
         if _better(acc([lam] * n_layers), lam, acc([best] * n_layers), best):
             best = lam
@@ -126,7 +126,8 @@ def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: s
                        **{f"{m}_hard_acc": results[m] for m in METHODS},
                        "calibrated_surrogate_acc": float((predict(calibrated, test, "surrogate") == labels).mean())},
               "time_s": time.perf_counter() - t0}
-    save_model(out / MODEL_FILE, calibrated, {**run.meta, "calibration": cal_meta})
+    meta = {k: v for k, v in run.meta.items() if k != "summary"}  # the source's summary describes other thresholds
+    save_model(out / MODEL_FILE, calibrated, {**meta, "calibration": cal_meta})
     write_json(out / CONFIG_FILE, {**run.config, "calibration": cal_meta})
     write_json(out / CALIBRATION_FILE, record)
     keep = ("rho", "seed", "epochs", "time_per_epoch_s", "peak_mem_mb", "dataset")
