@@ -49,18 +49,20 @@ def accuracy_vs_rho(records: list[RunRecord], path: Path) -> Path:
         key = f"{mode}_acc"
         for xi, runs in zip(x, by_rho.values()):
             vals = [r.summary[key] for r in runs]
-            ax_acc.scatter(xi + shift + _offsets(len(vals), 0.06), vals, s=14, alpha=0.6, color=MODE_COLORS[mode])
+            ax_acc.scatter(xi + shift + _offsets(len(vals), 0.06), vals, s=14, alpha=0.7, color=MODE_COLORS[mode],
+                           zorder=3)
         ax_acc.plot(x + shift, [np.median([r.summary[key] for r in runs]) for runs in by_rho.values()],
-                    "-o", color=MODE_COLORS[mode], label=f"{mode} (median)")
+                    "-D", mfc="none", ms=8, color=MODE_COLORS[mode], label=f"{mode}: seeds, median")
     for xi, runs in zip(x, by_rho.values()):
         vals = [r.summary["transfer_gap"] for r in runs]
-        ax_gap.scatter(xi + _offsets(len(vals), 0.08), vals, s=16, alpha=0.7, color="tab:red")
+        ax_gap.scatter(xi + _offsets(len(vals), 0.08), vals, s=16, alpha=0.8, color="tab:red", zorder=3)
     ax_gap.plot(x, [np.median([r.summary["transfer_gap"] for r in runs]) for runs in by_rho.values()],
-                "-o", color="tab:red", label="gap (median)")
+                "-D", mfc="none", ms=8, color="tab:red", label="gap: seeds, median")
     ax_gap.axhline(0.0, color="grey", lw=0.8, ls="--")
     for ax, ylabel, title in ((ax_acc, "test accuracy", "accuracy vs rho"),
                               (ax_gap, "transfer gap (surrogate - hard)", "transfer gap vs rho")):
         ax.set_xticks(x, [f"{r:g}" for r in rhos])
+        ax.set_xlim(-0.5, len(rhos) - 0.5)
         ax.set_xlabel("rho (0 = baseline; grid positions)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -123,6 +125,7 @@ def gap_strip(records: list[RunRecord], path: Path) -> Path:
         ax.hlines(np.median(vals), xi - 0.3, xi + 0.3, color="black", lw=2, zorder=2)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(order)), [group_label(*g) for g in order], rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_ylabel("transfer gap (surrogate - hard)")
     ax.set_title("transfer gap per seed (bar: median)")
     ax.grid(axis="y", alpha=0.3)
