@@ -11,6 +11,10 @@ from .errors import SastError
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("sast_deploy.train", "train a LIF SNN (baseline or SAST) and write a run directory"),
+    "evaluate": ("sast_deploy.evaluate", "accuracy, transfer gap, robustness grid and theory diagnostics of a run"),
+    "calibrate": ("sast_deploy.calibrate", "threshold-calibration baseline: a calibrated copy of a run"),
+    "sweep": ("sast_deploy.sweep", "rho grid x seeds plus controls, in parallel worker processes, resumable"),
+    "report": ("sast_deploy.report", "tables (markdown, CSV) and plots of a sweep or a folder of runs"),
     "demo": ("sast_deploy.demo", "the whole pipeline on the embedded nmnist-small dataset"),
 }
 

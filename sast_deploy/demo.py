@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .evaluation.report import evaluate_and_report
 from .training.config import TrainConfig
 from .training.trainer import load_data, train
 
@@ -32,4 +33,6 @@ def run(args) -> int:
     print(f"\ntest split, {rows[0]['samples']} recordings, model of the best validation epoch; "
           f"SAST/baseline time per epoch {rows[1]['time_per_epoch_s'] / rows[0]['time_per_epoch_s']:.2f}x")
     print(f"summaries: {args.out}/baseline/summary.json, {args.out}/sast/summary.json")
+    report = evaluate_and_report(args.out)  # robustness grid, diagnostics, tables and plots of the demo's runs
+    print(f"report: {report['markdown']} (plots in {report['markdown'].parent / 'plots'})")
     return 0

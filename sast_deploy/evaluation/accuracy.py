@@ -28,3 +28,12 @@ def transfer_gap(model: SNN, frames: FrameSet, batch_size: int = 256, device="cp
     sur = float((predict(model, frames, "surrogate", batch_size, device) == frames.labels).mean())
     hard = float((predict(model, frames, "hard", batch_size, device) == frames.labels).mean())
     return {"surrogate_acc": sur, "hard_acc": hard, "transfer_gap": sur - hard}
+
+
+def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
+    """Accuracy within each true class (NaN for a class with no samples)."""
+    out = []
+    for c in range(num_classes):
+        mask = labels == c
+        out.append(float((preds[mask] == c).mean()) if mask.any() else float("nan"))
+    return out

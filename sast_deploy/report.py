@@ -1,0 +1,38 @@
+"""`sast-deploy report SWEEP_DIR` (= `python -m sast_deploy.report`): the Table II and IV analogues,
+calibration, robustness and diagnostics of every finished run under a folder, as markdown and CSV,
+with plots (accuracy and gap vs rho, accuracy vs severity, per-seed gaps)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .evaluation.report import write_report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="a sweep folder, or any folder holding run directories")
+    p.add_argument("--out", default=None, help="report folder (default: FOLDER/report)")
+
+
+def run(args) -> int:
+    paths = write_report(args.folder, args.out)
+    text = paths["markdown"].read_text()
+    start = text.find("## Accuracy and transfer gap")
+    print(text[start:text.find("\n#", start + 1)].strip() if start >= 0 else text)
+    print()
+    for name, path in paths.items():
+        print(f"{name:<22} {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .cli import run_command
+
+    p = argparse.ArgumentParser(prog="python -m sast_deploy.report", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(p)
+    return run_command(run, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
