@@ -19,3 +19,11 @@ class CheckpointError(SastError):
 
 class ShapeError(SastError, ValueError):
     """An input tensor does not have the shape the network expects."""
+
+
+class ArtifactError(SastError):
+    """An exported network (Lava artifact, ONNX model) is truncated, foreign, outdated or inconsistent."""
+
+
+class ExportError(SastError):
+    """A trained model cannot be exported as asked (an op that does not fold, a missing run file)."""
