@@ -11,6 +11,7 @@ from .errors import SastError
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("sast_deploy.train", "train a LIF SNN (baseline or SAST) and write a run directory"),
+    "export": ("sast_deploy.export.command", "fold, quantize and export a trained run to a Lava artifact or ONNX"),
     "demo": ("sast_deploy.demo", "the whole pipeline on the embedded nmnist-small dataset"),
 }
 
