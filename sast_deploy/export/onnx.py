@@ -11,6 +11,7 @@ emulator's (and Lava's) bit for bit by construction.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -167,11 +168,17 @@ def metadata(net: DeployedNetwork, graph: str, precision: str, dynamic_T: bool) 
 
 
 def _export(module: nn.Module, args: tuple, names: tuple[list[str], list[str]], dynamic_shapes) -> onnx.ModelProto:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, dynamo=True, external_data=False, verbose=False,
-                                    input_names=names[0], output_names=names[1], dynamic_shapes=dynamic_shapes,
-                                    opset_version=OPSET)
+    logger = logging.getLogger("torch.onnx")  # keeps "torchvision is not installed" notes off the console
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, args, dynamo=True, external_data=False, verbose=False,
+                                        input_names=names[0], output_names=names[1], dynamic_shapes=dynamic_shapes,
+                                        opset_version=OPSET)
+    finally:
+        logger.setLevel(level)
     return program.model_proto
 
 
