@@ -1,4 +1,7 @@
 """The Lava artifact: round trip, and clear one-line errors on every kind of bad file."""
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -95,3 +98,16 @@ def test_mixed_sign_odd_dense_weights_are_refused(net, tmp_path):
     _edit(path, _replace("layers/2/fixed/w_int", w.astype(np.int16)))
     with pytest.raises(ArtifactError, match="must be even"):
         load_artifact(path)
+
+
+def test_reading_and_emulating_an_artifact_needs_no_torch(saved):
+    """What a Lava app imports to run an exported network must not pull in the training stack."""
+    code = ("import sys, numpy as np\n"
+            "from sast_deploy.export.artifact import load_artifact\n"
+            "from sast_deploy.hardware_sim.emulator import emulate\n"
+            f"net = load_artifact({str(saved)!r})\n"
+            "em = emulate(net, np.zeros((net.T, 2, *net.input_shape)), 'fixed')\n"
+            "assert em.logits.shape == (2, 5)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -70,8 +70,9 @@ def quantize_network(net: DeployedNetwork, integers: list[tuple[Grid, LayerInteg
             grid, ints = integers[i]
             if grid.input_scale != input_scale(net, i) or grid.dv != decay_dv(layer.alpha):
                 raise ValueError(f"layer {i + 1}: the given grid does not belong to this network")
-            ints = dataclasses.replace(ints, bias_mant=np.broadcast_to(ints.bias_mant.reshape(
-                ints.bias_mant.shape + (1,) * (len(layer.out_shape) - ints.bias_mant.ndim)), layer.out_shape).copy())
+            # a QAT layer quantizes its folded bias per channel; the artifact holds one per neuron
+            per_channel = ints.bias_mant.reshape(ints.bias_mant.shape + (1,) * (len(layer.out_shape) - 1))
+            ints = dataclasses.replace(ints, bias_mant=np.broadcast_to(per_channel, layer.out_shape).copy())
         report.append(layer_report(i, layer, grid, ints))
         new = dataclasses.replace(layer, fixed=fixed_point(grid, ints))
         if dequantized_floats:
