@@ -24,7 +24,7 @@ from torch import nn
 from torch._higher_order_ops.scan import scan
 
 from ..errors import ExportError
-from ..model.fixed_point import STATE_MAX, worst_case_input
+from ..model.fixed_point import ACT_SHIFT, DECAY_UNITY, STATE_MAX, worst_case_input
 from .deployed import DeployedNetwork
 from .onnx_model import ONNX_FORMAT, ONNX_VERSION, SPIKE_RULE, sequence_io, step_io
 
@@ -63,9 +63,9 @@ class DeployedModule(nn.Module):
                                       "(or weight_exp < 0); re-quantize with sast-deploy's quantizer")
                 self.register_buffer(f"w{l}", _t(fx.w_int))
                 self.register_buffer(f"b{l}", _t(np.asarray(fx.bias_mant) * 2.0 ** fx.bias_exp, torch.float64))
-                self.register_buffer(f"theta{l}", _t(np.asarray(fx.vth) * 64.0, torch.float64))
-                self.shifts.append(float(2 ** (we + 6)))
-                self.keeps.append(float(4096 - int(fx.dv)))
+                self.register_buffer(f"theta{l}", _t(np.asarray(fx.vth) * 2.0**ACT_SHIFT, torch.float64))
+                self.shifts.append(float(2 ** (we + ACT_SHIFT)))
+                self.keeps.append(float(DECAY_UNITY - int(fx.dv)))
         self.input_scale = float(net.layers[0].fixed.input_scale) if precision == "fixed" else 1.0
         self.register_buffer("readout_w", _t(net.readout_weight))
         self.register_buffer("readout_b", _t(net.readout_bias))
@@ -94,7 +94,7 @@ class DeployedModule(nn.Module):
             u = self.alphas[l] * u + i - theta * s
             return u, (u > theta).to(u.dtype)
         v = u.double()
-        v = torch.sign(v) * torch.floor(v.abs() * self.keeps[l] / 4096)  # decay, rounded toward zero
+        v = torch.sign(v) * torch.floor(v.abs() * self.keeps[l] / DECAY_UNITY)  # decay, rounded toward zero
         v = torch.clamp(v + i.double() + getattr(self, f"b{l}") - theta * s.double(), -STATE_MAX, STATE_MAX)
         return v.float(), (v > theta).float()
 

@@ -16,11 +16,9 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..export.deployed import DeployedLayer, DeployedNetwork
+from ..model.fixed_point import ACT_SHIFT, DECAY_UNITY, STATE_MAX
 
 PRECISIONS = ("float", "fixed")
-STATE_MAX = 2**23 - 1  # 24-bit signed membrane, saturating
-ACT_SHIFT = 6
-DECAY_SHIFT = 12
 IM2COL_ELEMENTS = 2**23  # bound on one im2col buffer (float64: 64 MiB)
 
 
@@ -97,13 +95,13 @@ def neurons_fixed(layer: DeployedLayer, a_in: np.ndarray) -> tuple[np.ndarray, i
     fx = layer.fixed
     vth = np.asarray(fx.vth, dtype=np.int64) << ACT_SHIFT
     bias = np.asarray(fx.bias_mant, dtype=np.int64) << int(fx.bias_exp)
-    keep = (1 << DECAY_SHIFT) - int(fx.dv)
+    keep = DECAY_UNITY - int(fx.dv)
     v = np.zeros(a_in.shape[1:], dtype=np.int64)
     s = np.zeros(a_in.shape[1:], dtype=bool)
     spikes = np.empty(a_in.shape, dtype=np.uint8)
     saturated = 0
     for t in range(a_in.shape[0]):
-        v = np.sign(v) * ((np.abs(v) * keep) >> DECAY_SHIFT)  # decay, rounded toward zero
+        v = np.sign(v) * ((np.abs(v) * keep) // DECAY_UNITY)  # decay, rounded toward zero
         v = v + (a_in[t] << ACT_SHIFT) + bias - vth * s
         out = np.abs(v) > STATE_MAX
         if out.any():

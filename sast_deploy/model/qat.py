@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .fixed_point import GRADED_LEVELS, STATE_MAX, Grid, LayerIntegers, choose_grid, quantize
+from .fixed_point import DECAY_UNITY, GRADED_LEVELS, STATE_MAX, Grid, LayerIntegers, choose_grid, quantize
 from .folding import Folded, fold_block
 from .lif import integrate, lif_step, spike_function
 from .network import SNN, SpikingLayer
@@ -46,9 +46,9 @@ class _Decay(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, scale, keep):
-        ctx.alpha = keep / 4096
+        ctx.alpha = keep / DECAY_UNITY
         v = u.double() * scale * keep
-        return (torch.sign(v) * torch.floor(v.abs() / 4096) / scale).to(u.dtype)
+        return (torch.sign(v) * torch.floor(v.abs() / DECAY_UNITY) / scale).to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -93,7 +93,7 @@ class QATLayer(SpikingLayer):
         current = folded.apply(z.reshape(T * B, *z.shape[2:]))
         current = current.reshape(T, B, *current.shape[1:])
         spike = spike_function(self.lif.mode, self.lif.surrogate)
-        scale, keep, limit = g.scale, 4096 - g.dv, STATE_MAX / g.scale
+        scale, keep, limit = g.scale, DECAY_UNITY - g.dv, STATE_MAX / g.scale
 
         def step(u, s, i):
             # the spike decision needs no saturation: |theta| S <= 2^22 < 2^23 - 1
