@@ -73,6 +73,7 @@ def test_emulator_results_do_not_depend_on_batching():
         whole, parts = emulate(net, x, precision), emulate(net, x, precision, batch_size=3, keep_spikes=False)
         assert parts.spikes == [] and np.array_equal(whole.counts, parts.counts)
         assert np.array_equal(whole.logits, parts.logits)  # bit-identical, not just close
+        assert emulate(net, x[:, :0], precision).logits.shape == (0, 5)
 
 
 def test_emulator_refuses_bad_input():
@@ -258,3 +259,25 @@ def test_qat_trained_model_exports_to_fixed_point_with_zero_spike_mismatches(tmp
         _, spikes, _ = hard_forward(loaded, x, dtype)
         assert sum(int((s != e).sum()) for s, e in zip(spikes, em.spikes)) == 0
         assert all(s.sum() > 0 for s in spikes)
+
+
+def test_fixed_synapses_are_what_lavas_fixed_point_dense_and_conv_compute():
+    """Lava's Dense leaves the quantizer's weights as they are; Lava's Conv (a true convolution on
+    (W, H, C) data) of the flipped kernel gives the emulator's integer sums."""
+    from lava.proc.conv import utils as lava_conv
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    from sast_deploy.hardware_sim.emulator import _fixed_input
+
+    net, _ = quantize_network(fold_network(randomized(conv_spec()), 1, "binary"))
+    dense = net.layers[2].fixed.w_int
+    mode = determine_sign_mode(dense)
+    assert np.array_equal(truncate_weights(clip_weights(dense, mode, 8), mode, 8), dense)
+    rng = np.random.default_rng(0)
+    for layer in net.layers[:2]:
+        z = (rng.random(layer.in_shape) < 0.4).astype(np.int64)
+        ours = _fixed_input(layer, z[None, None])[0, 0]
+        w = layer.fixed.w_int
+        theirs = lava_conv.conv(z.transpose(2, 1, 0), w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32),
+                                w.shape[:1:-1], (layer.stride,) * 2, (layer.padding,) * 2, (1, 1), 1)
+        assert ours.any() and np.array_equal(ours, theirs.transpose(2, 1, 0))

@@ -71,7 +71,7 @@ def synapse(layer: DeployedLayer, z: np.ndarray, weight: np.ndarray) -> np.ndarr
     T, B = z.shape[:2]
     flat = z.reshape(T * B, *z.shape[2:])
     if layer.kind == "dense":
-        out = flat.reshape(T * B, -1) @ weight.T
+        out = flat.reshape(T * B, weight.shape[1]) @ weight.T
     else:
         out = _conv(flat, weight, layer.stride, layer.padding)
     return out.reshape(T, B, *layer.out_shape)
@@ -140,7 +140,7 @@ def _run(net: DeployedNetwork, z: np.ndarray, precision: str, keep_spikes: bool)
         if keep_spikes:
             spikes.append(s)
         z = s
-    counts = z.reshape(z.shape[0], z.shape[1], -1).sum(0, dtype=np.int64)
+    counts = z.reshape(z.shape[0], z.shape[1], int(np.prod(z.shape[2:]))).sum(0, dtype=np.int64)
     return spikes, counts, saturated
 
 
