@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import ArtifactError
-from ..model.fixed_point import GRADED_LEVELS
+from ..model.fixed_point import input_scale
 from .deployed import DeployedLayer, DeployedNetwork, FixedPoint
 
 ARTIFACT_FORMAT = "sast-deploy/lava-artifact"
@@ -187,7 +187,7 @@ def _read_fixed(r: _Reader, i: int, node: str, kind: str, wshape, out_shape, inp
             r.in_range(where, name, value)
     if scale <= 0:
         r.fail(f"{where}: scale must be positive")
-    want_c = GRADED_LEVELS if i == 0 and input_norm != "binary" else 1
+    want_c = input_scale(i, input_norm)
     if scal["input_scale"] != want_c:
         r.fail(f"{where}: input_scale {scal['input_scale']} does not match input_norm {input_norm!r} (expected {want_c})")
     w = ints["w_int"]

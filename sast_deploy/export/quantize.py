@@ -11,14 +11,9 @@ import dataclasses
 
 import numpy as np
 
-from ..model.fixed_point import (GRADED_LEVELS, Grid, LayerIntegers, choose_grid, decay_dv, dequantize, quantize,
+from ..model.fixed_point import (Grid, LayerIntegers, choose_grid, decay_dv, dequantize, input_scale, quantize,
                                  worst_case_input)
 from .deployed import DeployedLayer, DeployedNetwork, FixedPoint
-
-
-def input_scale(net: DeployedNetwork, index: int) -> int:
-    """Integer input per unit float input of layer `index`: 255 for graded first-layer input, else 1."""
-    return GRADED_LEVELS if index == 0 and net.input_norm != "binary" else 1
 
 
 def fixed_point(grid: Grid, ints: LayerIntegers) -> FixedPoint:
@@ -63,12 +58,13 @@ def quantize_network(net: DeployedNetwork, integers: list[tuple[Grid, LayerInteg
     the same model, up to the rounding of the decay)."""
     layers, report = [], []
     for i, layer in enumerate(net.layers):
+        c = input_scale(i, net.input_norm)
         if integers is None:
-            grid = choose_grid(layer.kind, layer.weight, layer.bias, layer.theta, layer.alpha, input_scale(net, i))
+            grid = choose_grid(layer.kind, layer.weight, layer.bias, layer.theta, layer.alpha, c)
             ints = quantize(grid, layer.weight, layer.bias, layer.theta)
         else:
             grid, ints = integers[i]
-            if grid.input_scale != input_scale(net, i) or grid.dv != decay_dv(layer.alpha):
+            if grid.input_scale != c or grid.dv != decay_dv(layer.alpha):
                 raise ValueError(f"layer {i + 1}: the given grid does not belong to this network")
             # a QAT layer quantizes its folded bias per channel; the artifact holds one per neuron
             per_channel = ints.bias_mant.reshape(ints.bias_mant.shape + (1,) * (len(layer.out_shape) - 1))

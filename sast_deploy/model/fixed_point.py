@@ -93,6 +93,11 @@ class LayerIntegers:
     clipped: dict  # name -> number of values clipped to the range
 
 
+def input_scale(layer_index: int, input_norm: str) -> int:
+    """c of a layer: 255 for the first layer of a network with graded input (not "binary"), else 1."""
+    return GRADED_LEVELS if layer_index == 0 and input_norm != "binary" else 1
+
+
 def decay_dv(alpha: float) -> int:
     """dv = rint(4096 (1 - alpha)), within 0..4095 (alpha = 0 becomes 1/4096)."""
     return int(np.clip(np.rint(DECAY_UNITY * (1.0 - alpha)), 0, DV_MAX))

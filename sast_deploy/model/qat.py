@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .fixed_point import DECAY_UNITY, GRADED_LEVELS, STATE_MAX, Grid, LayerIntegers, choose_grid, quantize
+from .fixed_point import DECAY_UNITY, STATE_MAX, Grid, LayerIntegers, choose_grid, input_scale, quantize
 from .folding import Folded, fold_block
 from .lif import integrate, lif_step, spike_function
 from .network import SNN, SpikingLayer
@@ -109,7 +109,7 @@ def enable_qat(model: SNN, input_norm: str, grids: list[dict] | None = None) -> 
     if grids is not None and len(grids) != len(model.layers):
         raise ValueError(f"{len(grids)} QAT grids for {len(model.layers)} layers")
     for i, layer in enumerate(model.layers):
-        c = GRADED_LEVELS if i == 0 and input_norm != "binary" else 1
+        c = input_scale(i, input_norm)
         grid = Grid.from_dict(grids[i]) if grids is not None else None
         if grid is not None and grid.input_scale != c:
             raise ValueError(f"layer {i + 1}: QAT grid has input_scale {grid.input_scale}, input_norm "
