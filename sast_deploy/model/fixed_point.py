@@ -110,8 +110,8 @@ def _mantissas(weight: np.ndarray, step: float) -> np.ndarray:
 def worst_case_input(w_int: np.ndarray, input_scale: int) -> int:
     """Largest |sum_j w_int[i, j] z_j| any neuron can receive, z_j in [0, input_scale]."""
     rows = w_int.reshape(w_int.shape[0], -1)
-    pos = np.where(rows > 0, rows, 0).sum(1)
-    neg = np.where(rows < 0, -rows, 0).sum(1)
+    pos = rows.clip(min=0).sum(1)
+    neg = pos - rows.sum(1)  # sum of |negative weights|
     return int(max(pos.max(initial=0), neg.max(initial=0)) * input_scale)
 
 
@@ -139,9 +139,8 @@ def choose_grid(kind: str, weight, bias, theta, alpha: float, input_scale: int =
     exps = range(WEIGHT_EXP_MAX, -1, -1) if kind == "dense" else (0,)
     for _ in range(200):
         step = input_scale * math.ldexp(1.0, j)
-        m = _mantissas(weight, step)
-        if np.abs(m).max(initial=0) <= MANTISSA_MAX:
-            acc = worst_case_input(2 * m, input_scale)
+        if np.rint(wmax / step) <= MANTISSA_MAX:  # rint is monotonic and odd: the largest |w| decides
+            acc = worst_case_input(2 * _mantissas(weight, step), input_scale)
             for we in exps:
                 scale_exp = we + ACT_SHIFT + 1 - j
                 scale = math.ldexp(1.0, scale_exp)
