@@ -194,11 +194,13 @@ def run(args) -> int:
         idx = np.arange(min(args.verify_samples, len(frames)))
         result["verify"] = verify(net, model, qat, args.target, precision, paths, frames.frames(idx),
                                   frames.labels[idx])
-        if qat and result["verify"].get("fixed_vs_qat_model_mismatches"):
-            print("warning: the fixed-point network does not reproduce the QAT model", file=sys.stderr)
     write_json(f"{out}.json", result)
     _print_summary(result)
     print(f"  summary -> {out}.json")
+    if qat and result.get("verify", {}).get("fixed_vs_qat_model_mismatches"):
+        print(f"error: the fixed-point network does not reproduce the QAT model ({out} kept for inspection)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
