@@ -15,6 +15,7 @@ COMMANDS = {
     "calibrate": ("sast_deploy.calibrate", "threshold-calibration baseline: a calibrated copy of a run"),
     "sweep": ("sast_deploy.sweep", "rho grid x seeds plus controls, in parallel worker processes, resumable"),
     "report": ("sast_deploy.report", "tables (markdown, CSV) and plots of a sweep or a folder of runs"),
+    "export": ("sast_deploy.export.command", "fold, quantize and export a trained run to a Lava artifact or ONNX"),
     "demo": ("sast_deploy.demo", "the whole pipeline on the embedded nmnist-small dataset"),
 }
 

@@ -31,3 +31,11 @@ class TrainingDiverged(SastError):
 
 class BackendError(SastError):
     """A network cannot run on the chosen backend as given, or the backend is not available."""
+
+
+class ArtifactError(SastError):
+    """An exported network (Lava artifact, ONNX model) is truncated, foreign, outdated or inconsistent."""
+
+
+class ExportError(SastError):
+    """A trained model cannot be exported as asked (an op that does not fold, a missing run file)."""

@@ -11,7 +11,7 @@ import torch
 from sast_deploy.export.deployed import DeployedLayer, DeployedNetwork, FixedPoint
 from lava_helpers import deployed_from_snn, fixed_reference, random_fixed
 from sast_deploy.hardware_sim import lava_runner
-from sast_deploy.hardware_sim.conformance import first_mismatch, spike_mismatches
+from sast_deploy.hardware_sim.conformance import first_mismatch, layer_mismatches
 from sast_deploy.hardware_sim.lava.network import SASTNetwork
 from sast_deploy.hardware_sim.lava.stream import RingSink, RingSource
 from sast_deploy.hardware_sim.lava_runtime import shutdown, start
@@ -72,7 +72,7 @@ def assert_float_conformance(model, x, got):
         u = potentials[layer][(t, b, *idx)].item()
         theta = model.lifs[layer].theta[tuple(idx)].item()
         pytest.fail(f"spike flip at layer {layer}, step {t}, sample {b}, neuron {idx}: reference "
-                    f"u - theta = {u - theta:.3e}; mismatches per layer {spike_mismatches(got.spikes, want)}")
+                    f"u - theta = {u - theta:.3e}; mismatches per layer {layer_mismatches(got.spikes, want)}")
     assert_busy(want)
     np.testing.assert_allclose(got.logits, logits.detach().numpy(), rtol=0, atol=1e-12)
 
@@ -100,7 +100,7 @@ def test_fixed_mlp_binary_input_is_bit_identical_to_integer_reference():
     want = fixed_reference(net, x)
     got = run_lava(net, x)  # quantized: fixed point by default
     assert got.precision == "fixed"
-    assert spike_mismatches(got.spikes, want) == [0, 0]
+    assert layer_mismatches(got.spikes, want) == [0, 0]
     assert_busy(want)
     counts = want[-1].sum(0).reshape(5, -1)
     np.testing.assert_array_equal(got.counts, counts)
@@ -113,7 +113,7 @@ def test_fixed_conv_graded_input_and_native_readout_are_bit_identical(tmp_path):
     x = graded(4, (2, 6, 6)).numpy()
     want = fixed_reference(net, x)
     got = run_lava(net, x, "fixed")
-    assert spike_mismatches(got.spikes, want) == [0, 0]
+    assert layer_mismatches(got.spikes, want) == [0, 0]
     assert_busy(want)
     logits = readout_logits(want[-1].sum(0).reshape(4, -1), net.readout_weight, net.readout_bias, T)
 

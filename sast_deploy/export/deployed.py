@@ -18,6 +18,7 @@ class FixedPoint:
     vth: np.ndarray  # neuron shape, int64 in [0, 131071]
     dv: int  # 0..4095; alpha_eff = (4096 - dv) / 4096
     scale: float  # S: integer membrane units per float unit
+    input_scale: int = 1  # integer input per unit of float input: 255 for graded first-layer input, else 1
 
 
 @dataclass

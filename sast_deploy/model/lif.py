@@ -54,6 +54,22 @@ def lif_step(u, s_prev, current, alpha, theta, spike):
     return u, spike(u - theta)
 
 
+def integrate(current: torch.Tensor, step, return_potentials: bool = False):
+    """Run `step(u, s, I_t) -> (u_t, s_t)` over time from the zero state (one sequence per call):
+    spikes [T, B, *shape], and potentials when asked. Quantization-aware training reuses this loop
+    with its own step (model/qat.py)."""
+    u = torch.zeros_like(current[0])
+    s = torch.zeros_like(current[0])
+    spikes, potentials = [], []
+    for t in range(current.shape[0]):
+        u, s = step(u, s, current[t])
+        spikes.append(s)
+        if return_potentials:
+            potentials.append(u)
+    out = torch.stack(spikes)
+    return (out, torch.stack(potentials)) if return_potentials else out
+
+
 class LIF(nn.Module):
     """A layer of LIF neurons over a time-major input current [T, B, *shape] -> spikes [T, B, *shape].
 
@@ -79,16 +95,8 @@ class LIF(nn.Module):
 
     def forward(self, current: torch.Tensor, return_potentials: bool = False):
         spike = spike_function(self.mode, self.surrogate)
-        u = torch.zeros_like(current[0])
-        s = torch.zeros_like(current[0])
-        spikes, potentials = [], []
-        for t in range(current.shape[0]):
-            u, s = lif_step(u, s, current[t], self.alpha, self.theta, spike)
-            spikes.append(s)
-            if return_potentials:
-                potentials.append(u)
-        out = torch.stack(spikes)
-        return (out, torch.stack(potentials)) if return_potentials else out
+        step = lambda u, s, i: lif_step(u, s, i, self.alpha, self.theta, spike)  # noqa: E731
+        return integrate(current, step, return_potentials)
 
     @torch.no_grad()
     def project_(self) -> None:
