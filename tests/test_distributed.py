@@ -24,14 +24,21 @@ from sast_deploy.training.state import STATE_FORMAT
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "sast_deploy.train"]
+LAUNCH_TIMEOUT_S = 240
 # 247 = 15 * 16 + 7: every epoch ends with a minibatch of 7 samples, split 4 + 3 over the processes
 SETTINGS = dict(T=5, max_samples=247, hidden=16, batch_size=16, epochs=2, device="cpu", rho=0.3, checkpoint_every=1)
-ARGS = [a for k, v in SETTINGS.items() for a in (f"--{k.replace('_', '-')}", str(v))] + ["--quiet", "--dist-timeout", "60"]
-LAUNCH_TIMEOUT_S = 240
 # Summation order alone (per-process partial sums + all-reduce vs one GEMM) moved weights by 6e-8 after
 # 32 SAST iterations; one Adam step moves a weight by up to lr = 1e-3, and averaging the uneven last
 # minibatch wrongly (per-process means) moved them by 2e-3. 1e-5 sits between, far from both.
 WEIGHT_ATOL = 1e-5
+
+
+def flags(settings: dict) -> list[str]:
+    return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))] + [
+        "--quiet", "--dist-timeout", "60"]
+
+
+ARGS = flags(SETTINGS)
 
 
 def torchrun(*args, check=True):
@@ -75,30 +82,42 @@ def test_shards_split_each_minibatch_in_order_sizes_differing_by_at_most_one():
     assert [len(shard(np.arange(1), r, 2)) for r in range(2)] == [1, 0]
 
 
-def test_ddp_global_equals_one_process_with_the_same_global_batch(ddp_global, tmp_path):
-    single = tmp_path / "single"
-    train(TrainConfig(**SETTINGS, out=str(single)), progress=False)
+def assert_same_training(ddp_dir, single_dir, settings):
+    """Weights within WEIGHT_ATOL, identical predictions, accuracies and validation metrics."""
     for name in ("checkpoint.safetensors", "model.safetensors"):
-        a, b = tensors(ddp_global, name), tensors(single, name)
+        a, b = tensors(ddp_dir, name), tensors(single_dir, name)
         assert set(a) == set(b)
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=WEIGHT_ATOL, msg=f"{name}: {k}")
-    data = load_data(TrainConfig(**SETTINGS), progress=False)
-    model_d, model_s = load_model(ddp_global / "model.safetensors")[0], load_model(single / "model.safetensors")[0]
+    data = load_data(TrainConfig(**settings), progress=False)
+    model_d, model_s = load_model(ddp_dir / "model.safetensors")[0], load_model(single_dir / "model.safetensors")[0]
     for split in ("val", "test"):
         for mode in ("surrogate", "hard"):
             assert np.array_equal(predict(model_d, data[split], mode), predict(model_s, data[split], mode))
-    md, ms = metrics(ddp_global), metrics(single)
-    for d, s in zip(md, ms):
+    for d, s in zip(metrics(ddp_dir), metrics(single_dir), strict=True):
         for k in ("val_surrogate_acc", "val_hard_acc", "val_transfer_gap", "train_acc", "iterations", "lr"):
             assert d[k] == s[k], k
         assert d["train_loss"] == pytest.approx(s["train_loss"], rel=1e-6)
-    sd, ss = read_json(ddp_global, "summary.json"), read_json(single, "summary.json")
+    sd, ss = read_json(ddp_dir, "summary.json"), read_json(single_dir, "summary.json")
     for k in ("surrogate_acc", "hard_acc", "transfer_gap", "method", "batch_size", "eps_batch_size", "sam_sync"):
         assert sd[k] == ss[k], k
-    assert (sd["world_size"], ss["world_size"], sd["method"]) == (2, 1, "SAST")
+    assert (sd["world_size"], ss["world_size"]) == (2, 1)
+
+
+def test_ddp_global_equals_one_process_with_the_same_global_batch(ddp_global, tmp_path):
+    single = tmp_path / "single"
+    train(TrainConfig(**SETTINGS, out=str(single)), progress=False)
+    assert_same_training(ddp_global, single, SETTINGS)
+    assert read_json(ddp_global, "summary.json")["method"] == "SAST"
     env = read_json(ddp_global, "config.json")["environment"]
     assert (env["world_size"], env["distributed_backend"]) == (2, "gloo")
+
+
+def test_a_minibatch_smaller_than_the_process_count_leaves_a_part_empty_and_still_matches(tmp_path):
+    settings = dict(T=5, max_samples=3, hidden=8, batch_size=2, epochs=1, device="cpu", rho=0.3)  # B: 2 then 1
+    torchrun(*flags(settings), "--out", str(tmp_path / "ddp"))
+    train(TrainConfig(**settings, out=str(tmp_path / "single")), progress=False)
+    assert_same_training(tmp_path / "ddp", tmp_path / "single", settings)
 
 
 def test_sam_sync_local_runs_differs_from_global_and_is_labelled(ddp_global, tmp_path):
@@ -175,3 +194,11 @@ def test_bad_distributed_settings_give_one_line(tmp_path, capsys, monkeypatch, f
                      "--out", str(tmp_path / "r"), *flags])
     err = capsys.readouterr().err
     assert rc == 2 and expect in err and err.count("\n") == 1, err
+
+
+def test_training_mode_batchnorm_on_cpu_processes_is_refused_in_one_line(tmp_path):
+    proc = torchrun("--T", "5", "--max-samples", "32", "--hidden", "8", "--epochs", "1", "--device", "cpu", "--bn", "train",
+                    "--quiet", "--dist-timeout", "60", "--out", str(tmp_path / "bn"), check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and errors, proc.stderr[-3000:]
+    assert all("needs SyncBatchNorm, which PyTorch implements for GPUs only" in line for line in errors)
