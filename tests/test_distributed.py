@@ -120,7 +120,7 @@ def test_a_minibatch_smaller_than_the_process_count_leaves_a_part_empty_and_stil
     assert_same_training(tmp_path / "ddp", tmp_path / "single", settings)
 
 
-def test_sam_sync_local_runs_differs_from_global_and_is_labelled(ddp_global, tmp_path):
+def test_sam_sync_local_runs_differs_from_global_and_is_labelled(ddp_global, tmp_path, capsys):
     out = tmp_path / "local"
     torchrun(*ARGS, "--sam-sync", "local", "--out", str(out))
     cfg, summary = read_json(out, "config.json"), read_json(out, "summary.json")
@@ -129,6 +129,10 @@ def test_sam_sync_local_runs_differs_from_global_and_is_labelled(ddp_global, tmp
     assert summary["eps_batch_size"] == 8 and summary["batch_size"] == 16 and summary["world_size"] == 2
     a, b = tensors(out, "model.safetensors"), tensors(ddp_global, "model.safetensors")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) > 100 * WEIGHT_ATOL
+    # its m depends on the number of processes: resuming it on another number is refused
+    (out / "summary.json").unlink()
+    assert train_main(["--resume", str(out), "--quiet"]) == 2
+    assert "(--sam-sync local) on 2 processes; resume it on 2, not 1" in capsys.readouterr().err
 
 
 def _worker_pid(launcher: int, rank: int) -> int | None:

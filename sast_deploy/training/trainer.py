@@ -116,6 +116,9 @@ class _Run:
         self.show = show and world.main
         self.out = Path(cfg.out)
         self.device = world.device
+        if state is not None and cfg.sam_sync == "local" and state.world_size != world.size:
+            raise ConfigError(f"--resume {self.out}: its eps is computed per process (--sam-sync local) on "
+                              f"{state.world_size} processes; resume it on {state.world_size}, not {world.size}")
         self.data = data or load_data(cfg, self.show)
         torch.manual_seed(cfg.seed)
         self.model = state.model if state else SNN(network_spec(cfg, self.data["train"]))
@@ -128,9 +131,6 @@ class _Run:
         self.updater = world.updater(self.model, self.optimizer, self.project, cfg)
         self.saved = "none was written yet"
         env = environment(self.device, world.size, world.backend)
-        if state is not None and cfg.sam_sync == "local" and state.world_size != world.size:
-            raise ConfigError(f"--resume {self.out}: its eps is computed per process (--sam-sync local) on "
-                              f"{state.world_size} processes; resume it on {state.world_size}, not {world.size}")
         world.barrier()  # every process has read the run directory before rank 0 writes there
         if state is None:
             self.progress = Progress()
