@@ -1,5 +1,7 @@
 """`sast-deploy train` (= `python -m sast_deploy.train`): train a LIF SNN, baseline or SAST, into a
-run directory; `--resume RUN_DIR` continues a stopped run exactly."""
+run directory; `--resume RUN_DIR` continues a stopped run exactly. Under
+`torchrun --nproc_per_node N -m sast_deploy.train ...` the same command trains data-parallel
+(DistributedDataParallel; docs/distributed.md)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +13,8 @@ from .data.framing import INPUT_NORMS
 from .errors import ConfigError
 from .model.spec import POOLS, PRESETS
 from .model.surrogates import SURROGATES
-from .training.config import BN_MODES, FORWARDS, SELECTIONS, TrainConfig
+from .training.config import BN_MODES, FORWARDS, SAM_SYNCS, SELECTIONS, TrainConfig
+from .training.distributed import DEFAULT_TIMEOUT_S, launched_rank
 from .training.optim import OPTIMIZERS, SCHEDULES
 from .training.trainer import resume, train
 
@@ -41,7 +44,7 @@ FLAGS = {
     "schedule": ("learning-rate schedule per epoch", SCHEDULES),
     "lr_step": ("step schedule: epochs between decays", None),
     "lr_gamma": ("step schedule: decay factor", None),
-    "batch_size": ("minibatch size", None),
+    "batch_size": ("minibatch size |B| (under torchrun the global batch, split evenly over the processes)", None),
     "epochs": ("training epochs", None),
     "seed": ("random seed (initialisation and data order)", None),
     "rho": ("SAM radius; 0 = plain surrogate training (one pass per iteration)", None),
@@ -54,9 +57,12 @@ FLAGS = {
     "theory_aligned": ("keep gamma = alpha + max(theta) B1 <= --gamma-max by projecting theta; refuses "
                        "--bn train, --pool max and --forward ste", None),
     "gamma_max": ("theory-aligned bound on gamma (< 1)", None),
+    "sam_sync": ("under torchrun: global = eps from the all-reduced gradient of the whole global batch "
+                 "(Algorithm 1); local = eps from each process's own part (m-sharpness, labelled as such)", SAM_SYNCS),
     "select": ("model kept in model.safetensors: best validation surrogate accuracy, or last epoch", SELECTIONS),
     "checkpoint_every": ("also checkpoint every N iterations (0 = at epoch ends only)", None),
-    "device": ("torch device; auto = CUDA when present, else CPU", None),
+    "device": ("torch device; auto = CUDA when present, else CPU (under torchrun: each process's own GPU "
+               "with NCCL, or the CPU with gloo)", None),
     "out": ("run directory to write", None),
 }
 
@@ -74,21 +80,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in RUN_DIR from its last checkpoint, with its recorded settings")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="under torchrun: fail the job when a process waits this long for the others")
 
 
 def run(args) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    if not args.dist_timeout > 0:
+        raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout}")
     if args.resume:
         given = [f.name for f in fields(TrainConfig) if values[f.name] != f.default]
         if given or args.overwrite:
             flags = ", ".join(f"--{n.replace('_', '-')}" for n in given) or "--overwrite"
             raise ConfigError(f"--resume {args.resume} continues the run with its recorded settings; drop {flags}")
-        s = resume(args.resume, progress=not args.quiet)
+        s = resume(args.resume, progress=not args.quiet, dist_timeout_s=args.dist_timeout)
         out = args.resume
     else:
         cfg = TrainConfig(**values)
-        s = train(cfg, progress=not args.quiet, overwrite=args.overwrite)
+        s = train(cfg, progress=not args.quiet, overwrite=args.overwrite, dist_timeout_s=args.dist_timeout)
         out = cfg.out
+    if launched_rank() != 0:
+        return 0
     print(f"{out}: {s['method']}, epoch {s['selected_epoch']} selected; test surrogate {s['surrogate_acc']:.3f}  "
           f"hard {s['hard_acc']:.3f}  gap {s['transfer_gap']:+.3f}  ({s['time_per_epoch_s']:.2f} s/epoch, "
           f"peak {s['peak_mem_mb']:.0f} MB)  -> {out}/summary.json")

@@ -37,3 +37,17 @@ def fixed_subset(n: int, limit: int) -> np.ndarray:
     if limit <= 0 or limit >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(0).permutation(n)[:limit])
+
+
+def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
+    """[lo, hi) of part `rank` when n items are cut into `size` contiguous parts whose sizes differ
+    by at most one, larger parts first (numpy's array_split)."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def shard(idx: np.ndarray, rank: int, size: int) -> np.ndarray:
+    """Process `rank`'s part of a global minibatch; the parts in rank order are `idx` again."""
+    lo, hi = shard_bounds(len(idx), rank, size)
+    return idx[lo:hi]

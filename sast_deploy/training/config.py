@@ -13,6 +13,7 @@ from .optim import OPTIMIZERS, SCHEDULES
 FORWARDS = ("surrogate", "ste")
 BN_MODES = {"none": "none", "affine": "affine", "train": "batchnorm"}  # --bn value -> preset norm
 SELECTIONS = ("best", "last")
+SAM_SYNCS = ("global", "local")  # eps from the whole global minibatch, or per process (m-sharpness)
 # With --spec the file defines these; a non-default value next to it would be silently ignored.
 ARCHITECTURE_FIELDS = ("preset", "hidden", "bn", "pool", "alpha", "theta_init", "surrogate", "k")
 
@@ -56,6 +57,7 @@ class TrainConfig:
     compute_matched: bool = False
     theory_aligned: bool = False
     gamma_max: float = 0.99
+    sam_sync: str = "global"
     # run
     select: str = "best"
     checkpoint_every: int = 0
@@ -82,9 +84,12 @@ class TrainConfig:
 
     @property
     def method(self) -> str:
-        """A row label: baseline, baseline (compute-matched), SAST or ASAM-SAST, with (B'=B) for reuse."""
+        """A row label: baseline, baseline (compute-matched), SAST or ASAM-SAST, with (B'=B) for reuse
+        and (m-sharpness) for eps computed per process (--sam-sync local)."""
         if self.rho > 0:
             name = "ASAM-SAST" if self.asam else "SAST"
+            if self.sam_sync == "local":
+                name += " (m-sharpness)"
         else:
             name = "baseline (compute-matched)" if self.compute_matched else "baseline"
         return name + (" (B'=B)" if self.reuse_batch else "")
@@ -93,7 +98,7 @@ class TrainConfig:
         """ConfigError naming the flag on the first invalid or contradictory setting."""
         choices = {"dataset": DATASETS, "input_norm": INPUT_NORMS, "preset": PRESETS, "bn": BN_MODES,
                    "pool": POOLS, "surrogate": SURROGATES, "forward": FORWARDS, "optimizer": OPTIMIZERS,
-                   "schedule": SCHEDULES, "select": SELECTIONS}
+                   "schedule": SCHEDULES, "select": SELECTIONS, "sam_sync": SAM_SYNCS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -114,6 +119,8 @@ class TrainConfig:
             raise ConfigError("--compute-matched is the baseline (--rho 0) matched to a SAST run; drop one of them")
         if self.rho == 0 and self.asam:
             raise ConfigError("--asam needs --rho > 0 (ASAM's radius is usually larger than SAM's, e.g. 0.5-2)")
+        if self.sam_sync == "local" and self.rho == 0:
+            raise ConfigError("--sam-sync local computes SAST's eps per process; it needs --rho > 0")
         if self.reuse_batch and not (self.rho > 0 or self.compute_matched):
             raise ConfigError("--reuse-batch sets B' = B, which only SAST (--rho > 0) or --compute-matched use")
         if self.spec:

@@ -1,4 +1,4 @@
-"""What produced a run: package versions, interpreter, platform, threads, git commit."""
+"""What produced a run: package versions, interpreter, platform, threads, processes, git commit."""
 from __future__ import annotations
 
 import platform
@@ -34,7 +34,8 @@ def git_state(folder: Path) -> dict | None:
     return {"commit": head.stdout.strip(), "dirty": dirty}
 
 
-def environment(device: str) -> dict:
+def environment(device: str, world_size: int = 1, backend: str | None = None) -> dict:
+    """`world_size` processes (torchrun) talking over `backend` (gloo, nccl; None for one)."""
     env = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -42,6 +43,8 @@ def environment(device: str) -> dict:
         "torch_build": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "world_size": world_size,
+        "distributed_backend": backend,
         "git": git_state(Path(__file__).resolve().parent),
         "argv": sys.argv,
     }

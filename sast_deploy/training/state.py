@@ -2,8 +2,8 @@
 
 One safetensors file (no pickle) written atomically: tensors `model/*` (weights and buffers),
 `optim/<param>/<key>` (optimizer state) and `rng/torch` (`rng/cuda` on GPU); JSON metadata with the
-spec, the config, the optimizer's hyperparameters and scalar state, and the progress (epoch, step,
-running sums, best epoch). SHA-256 digests cover the tensors and the metadata, so a truncated,
+spec, the config, the optimizer's hyperparameters and scalar state, the progress (epoch, step,
+running sums, best epoch) and the number of processes that trained it. SHA-256 digests cover the tensors and the metadata, so a truncated,
 tampered or foreign file is refused with one line naming it. The learning-rate schedule and the
 data order are pure functions of (config, epoch), so they need no state of their own.
 """
@@ -54,7 +54,7 @@ def _meta_digest(meta: dict[str, str]) -> str:
 
 
 def save_state(path: str | os.PathLike, model: SNN, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-               progress: Progress) -> None:
+               progress: Progress, world_size: int = 1) -> None:
     """Write the checkpoint; refuses (TrainingDiverged) to replace a good one with NaN/Inf weights."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     for name, t in tensors.items():
@@ -78,6 +78,7 @@ def save_state(path: str | os.PathLike, model: SNN, optimizer: torch.optim.Optim
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
         "optimizer": json.dumps({"param_groups": opt["param_groups"], "scalars": scalars}, sort_keys=True),
         "progress": json.dumps(asdict(progress), sort_keys=True),
+        "world_size": str(world_size),
         "sha256": tensor_digest(tensors),
     }
     meta["meta_sha256"] = _meta_digest(meta)
@@ -93,6 +94,7 @@ class TrainState:
     progress: Progress
     optimizer_state: dict
     rng: dict[str, torch.Tensor]
+    world_size: int = 1  # processes of the run that wrote it (older checkpoints: 1)
 
 
 def load_state(path: str | os.PathLike) -> TrainState:
@@ -109,6 +111,7 @@ def load_state(path: str | os.PathLike) -> TrainState:
         cfg = TrainConfig.from_dict(json.loads(meta["config"]), path)
         opt = json.loads(meta["optimizer"])
         progress = Progress(**json.loads(meta["progress"]))
+        world_size = int(meta.get("world_size", "1"))
     except (KeyError, TypeError, ValueError) as e:  # json and Spec/Config errors derive from ValueError
         raise CheckpointError(f"{path}: invalid checkpoint metadata ({e})") from None
     model = model_from_tensors(spec, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, path)
@@ -123,7 +126,7 @@ def load_state(path: str | os.PathLike) -> TrainState:
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng/")}
     if "torch" not in rng:
         raise CheckpointError(f"{path}: the checkpoint lacks the RNG state")
-    return TrainState(cfg, model, progress, {"state": state, "param_groups": opt["param_groups"]}, rng)
+    return TrainState(cfg, model, progress, {"state": state, "param_groups": opt["param_groups"]}, rng, world_size)
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: TrainState, source: str) -> None:

@@ -5,10 +5,12 @@
     rho > 0 (SAST):         SAM: g on B, eps, g' on B' at w + eps, restore w, one step with g'
 
 States reset before every pass (each forward is a fresh sequence). After every optimizer step the
-parameter constraints are applied (`project`).
+parameter constraints are applied (`project`). `_forward`, `_pass` and `_norm` are the three places
+data-parallel training (distributed.py) changes; here they are the single-process originals.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -25,9 +27,10 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class StepResult:
-    loss: float           # loss on B at w (pass 1)
+    loss: float           # mean loss on B at w (pass 1)
     correct: int          # correct predictions on B at w
     grad_norm: float      # ||T g|| of pass 1 (SAST only, else nan)
+    seen: int             # samples in B
 
 
 class Updater:
@@ -53,15 +56,28 @@ class Updater:
         """Optimizer steps per iteration."""
         return 2 if self.compute_matched else 1
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor, which: str) -> tuple[float, torch.Tensor]:
-        self.optimizer.zero_grad(set_to_none=True)
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float, int, int]:
+        """The loss to differentiate, and the minibatch's mean loss, correct predictions and size."""
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss is {value} on the {which} pass")
-        loss.backward()
-        return value, logits.detach()
+        return loss, loss.item(), int((logits.argmax(1) == y).sum()), len(y)
+
+    def _pass(self, which: str) -> contextlib.AbstractContextManager:
+        """Context around the forward/backward of pass `which` (first, perturbed, second)."""
+        return contextlib.nullcontext()
+
+    def _norm(self, norm: torch.Tensor) -> float:
+        """The reported ||T g|| of pass 1."""
+        return float(norm)
+
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, which: str) -> tuple[float, int, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._pass(which):
+            loss, value, correct, seen = self._forward(x, y)
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"the loss is {value} on the {which} pass")
+            loss.backward()
+        return value, correct, seen
 
     def _step(self) -> None:
         self.optimizer.step()
@@ -69,10 +85,10 @@ class Updater:
 
     def __call__(self, batch: Batch, second: Callable[[], Batch] | None = None) -> StepResult:
         x, y = batch
-        loss, logits = self._backward(x, y, "first")
+        loss, correct, seen = self._backward(x, y, "first")
         grad_norm = math.nan
         if self.sam is not None:
-            grad_norm = float(self.sam.first_step())
+            grad_norm = self._norm(self.sam.first_step())
             x2, y2 = second()
             with frozen_bn_statistics(self.model):
                 self._backward(x2, y2, "perturbed")
@@ -83,4 +99,4 @@ class Updater:
             if self.compute_matched:
                 self._backward(*second(), "second")
                 self._step()
-        return StepResult(loss, int((logits.argmax(1) == y).sum()), grad_norm)
+        return StepResult(loss, correct, grad_norm, seen)

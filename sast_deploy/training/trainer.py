@@ -9,6 +9,9 @@ RUN_DIR/
   model.safetensors        the selected model (model.checkpoint format): the epoch with the best
                            validation surrogate accuracy (earliest on ties), or the last epoch
   summary.json             test metrics of the selected model plus the DESIGN §1 keys
+
+Under torchrun (WORLD_SIZE > 1) a run is data-parallel over the job's processes, which only
+rank 0 writes the run directory for (distributed.py); in one process it is the plain loop.
 """
 from __future__ import annotations
 
@@ -23,18 +26,17 @@ from tqdm.auto import tqdm
 
 from ..data.frames import FrameSet, load_frames
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..evaluation.accuracy import transfer_gap
 from ..evaluation.theory import theory_constants
 from ..jsonio import append_jsonl, read_json, write_json, write_jsonl
 from ..model.checkpoint import load_model, save_model
 from ..model.network import SNN
 from .batches import epoch_batches, fixed_subset
 from .config import TrainConfig
-from .controls import constraint_projection, network_spec, resolve_device
+from .controls import constraint_projection, network_spec
+from .distributed import DEFAULT_TIMEOUT_S, SingleProcess, joined
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .provenance import environment
 from .state import Progress, TrainState, load_state, restore_optimizer, restore_rng, save_state
-from .step import Updater
 
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
@@ -59,23 +61,27 @@ def load_data(cfg: TrainConfig, progress: bool = True) -> dict[str, FrameSet]:
 
 
 def train(cfg: TrainConfig, progress: bool = True, overwrite: bool = False,
-          data: dict[str, FrameSet] | None = None) -> dict:
+          data: dict[str, FrameSet] | None = None, dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Train per `cfg` into the run directory `cfg.out`; returns the summary.
 
     An existing run there is an error unless `overwrite` (then its files are replaced). `data`
-    (train/val/test FrameSets) skips loading, e.g. for a sweep that trains many runs."""
+    (train/val/test FrameSets) skips loading, e.g. for a sweep that trains many runs. Under
+    torchrun, a collective that waits longer than `dist_timeout_s` fails the run."""
     cfg.validate()
     out = Path(cfg.out)
     existing = [n for n in RUN_FILES if (out / n).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{out} already holds a run ({', '.join(existing)}); continue it with --resume {out}, "
                           "pass --overwrite, or choose another --out")
-    for name in existing:
-        (out / name).unlink()
-    return _Run(cfg, progress, data, None).run()
+    with joined(cfg, dist_timeout_s) as world:
+        if world.main:
+            for name in existing:
+                (out / name).unlink()
+        return _Run(cfg, progress, data, None, world).run()
 
 
-def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet] | None = None) -> dict:
+def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet] | None = None,
+           dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Continue the run in `run_dir` from its checkpoint, exactly as recorded; returns the summary."""
     run_dir = Path(run_dir)
     config_path, ckpt = run_dir / "config.json", run_dir / CHECKPOINT
@@ -97,17 +103,23 @@ def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet]
     if state.progress.epochs_done >= cfg.epochs and (run_dir / "summary.json").is_file():
         raise ConfigError(f"--resume {run_dir}: the run already finished all {cfg.epochs} epochs")
     cfg.validate()
-    return _Run(cfg, progress, data, state).run()
+    with joined(cfg, dist_timeout_s) as world:
+        return _Run(cfg, progress, data, state, world).run()
 
 
 class _Run:
     """One training run from a fresh start or a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, show: bool, data: dict[str, FrameSet] | None, state: TrainState | None):
-        self.cfg, self.show = cfg, show
+    def __init__(self, cfg: TrainConfig, show: bool, data: dict[str, FrameSet] | None, state: TrainState | None,
+                 world: SingleProcess):
+        self.cfg, self.world = cfg, world
+        self.show = show and world.main
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
-        self.data = data or load_data(cfg, show)
+        self.device = world.device
+        if state is not None and cfg.sam_sync == "local" and state.world_size != world.size:
+            raise ConfigError(f"--resume {self.out}: its eps is computed per process (--sam-sync local) on "
+                              f"{state.world_size} processes; resume it on {state.world_size}, not {world.size}")
+        self.data = data or load_data(cfg, self.show)
         torch.manual_seed(cfg.seed)
         self.model = state.model if state else SNN(network_spec(cfg, self.data["train"]))
         self.project = constraint_projection(self.model, cfg)
@@ -116,24 +128,27 @@ class _Run:
         self.model.to(self.device)
         self.model.mode = cfg.forward
         self.optimizer = build_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-        self.updater = Updater(self.model, self.optimizer, self.project, cfg.rho, cfg.asam, cfg.delta,
-                               cfg.asam_eta, cfg.compute_matched)
+        self.updater = world.updater(self.model, self.optimizer, self.project, cfg)
         self.saved = "none was written yet"
+        env = environment(self.device, world.size, world.backend)
+        world.barrier()  # every process has read the run directory before rank 0 writes there
         if state is None:
             self.progress = Progress()
-            write_json(self.out / "config.json", {"train": cfg.to_dict(), "method": cfg.method,
-                                                  "spec": self.model.spec.to_dict(),
-                                                  "environment": environment(self.device)})
+            if world.main:
+                write_json(self.out / "config.json", {"train": cfg.to_dict(), "method": cfg.method,
+                                                      "spec": self.model.spec.to_dict(), "environment": env})
         else:
             self.progress = state.progress
             restore_optimizer(self.optimizer, state, str(self.out / CHECKPOINT))
             restore_rng(state)
-            self._trim_metrics()
             self.saved = self._describe_checkpoint()
-            recorded = read_json(self.out / "config.json")
-            recorded.setdefault("resumes", []).append({"from": self.saved, "environment": environment(self.device)})
-            write_json(self.out / "config.json", recorded)
-        if show and self.model.spec.extensions():
+            if world.main:
+                self._trim_metrics()
+                recorded = read_json(self.out / "config.json")
+                recorded.setdefault("resumes", []).append({"from": self.saved, "environment": env})
+                write_json(self.out / "config.json", recorded)
+        world.check_shared(self.out / "config.json")
+        if self.show and self.model.spec.extensions():
             print(f"note: {', '.join(self.model.spec.extensions())}: practical extension(s) outside the paper's theory")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -157,7 +172,8 @@ class _Run:
         return f"{self.out / CHECKPOINT} ({where})"
 
     def _checkpoint(self) -> None:
-        save_state(self.out / CHECKPOINT, self.model, self.optimizer, self.cfg, self.progress)
+        if self.world.main:
+            save_state(self.out / CHECKPOINT, self.model, self.optimizer, self.cfg, self.progress, self.world.size)
         self.saved = self._describe_checkpoint()
 
     def _model_meta(self) -> dict:
@@ -178,7 +194,8 @@ class _Run:
             epoch = p.epochs_done
             set_learning_rate(self.optimizer, learning_rate(cfg.lr, cfg.schedule, epoch, cfg.epochs, cfg.lr_step,
                                                             cfg.lr_gamma))
-            pairs = epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.reuse_batch)
+            pairs = [(self.world.shard(b), self.world.shard(b2))  # this process's part of B and B'
+                     for b, b2 in epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.reuse_batch)]
             self._train_epoch(epoch, pairs)
             self._end_epoch(epoch)
         return self._finish()
@@ -201,9 +218,9 @@ class _Run:
                                        f"Last good checkpoint: {self.saved}. Lower --lr or --rho and start a new "
                                        "run") from None
             p.step_in_epoch, p.global_step = i + 1, p.global_step + 1
-            p.loss_sum += r.loss * len(idx)
+            p.loss_sum += r.loss * r.seen
             p.correct += r.correct
-            p.seen += len(idx)
+            p.seen += r.seen
             if self.updater.sam is not None:
                 p.grad_norm_sum += r.grad_norm
             bar.update()
@@ -216,15 +233,16 @@ class _Run:
 
     def _end_epoch(self, epoch: int) -> None:
         cfg, p = self.cfg, self.progress
-        val = transfer_gap(self.model, self.data["val"], device=self.device)
+        val = self.world.transfer_gap(self.model, self.data["val"])
         record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                   "train_loss": p.loss_sum / p.seen, "train_acc": p.correct / p.seen,
                   **{f"val_{k}": v for k, v in val.items()}, "epoch_time_s": p.epoch_elapsed_s,
-                  "peak_mem_mb": peak_memory_mb(self.device), "iterations": p.global_step,
+                  "peak_mem_mb": self.world.max(peak_memory_mb(self.device)), "iterations": p.global_step,
                   **theory_constants(self.model)}
         if self.updater.sam is not None:
             record["grad_norm"] = p.grad_norm_sum / p.step_in_epoch
-        append_jsonl(self.out / "metrics.jsonl", record)
+        if self.world.main:
+            append_jsonl(self.out / "metrics.jsonl", record)
         if self.show:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}  val surrogate "
                        f"{val['surrogate_acc']:.3f}  hard {val['hard_acc']:.3f}  gap {val['transfer_gap']:+.3f}  "
@@ -232,32 +250,41 @@ class _Run:
         metric = record[SELECTION_METRIC]
         if cfg.select == "last" or p.best_metric is None or metric > p.best_metric:
             p.best_metric, p.best_epoch = metric, epoch + 1
-            save_model(self.out / MODEL, self.model, {**self._model_meta(), "epoch": epoch + 1,
-                                                     "val": val})
+            if self.world.main:
+                save_model(self.out / MODEL, self.model, {**self._model_meta(), "epoch": epoch + 1, "val": val})
         p.epoch_times.append(p.epoch_elapsed_s)
         p.epochs_done += 1
         p.start_epoch()
         self._checkpoint()
 
     def _finish(self) -> dict:
-        cfg, p = self.cfg, self.progress
+        cfg, p, world = self.cfg, self.progress, self.world
+        world.barrier()  # rank 0 has written the selected model
         model, meta = load_model(self.out / MODEL)
         model.to(self.device)
-        test = transfer_gap(model, self.data["test"], device=self.device)
+        test = world.transfer_gap(model, self.data["test"])
         summary = {
             **test, "split": "test", "samples": len(self.data["test"]), "dataset": cfg.dataset,
             "method": cfg.method, "rho": cfg.rho, "seed": cfg.seed, "epochs": cfg.epochs,
             "selected_epoch": p.best_epoch, "select": cfg.select, "selection_metric": SELECTION_METRIC,
             **{f"val_{k}": v for k, v in meta["val"].items()},
-            "time_per_epoch_s": float(np.median(p.epoch_times)), "peak_mem_mb": peak_memory_mb(self.device),
+            "time_per_epoch_s": float(np.median(p.epoch_times)), "peak_mem_mb": world.max(peak_memory_mb(self.device)),
             "iterations": p.global_step, "passes_per_iteration": self.updater.passes,
             "optimizer_steps": p.global_step * self.updater.optimizer_steps, "device": self.device,
             **theory_constants(model), "surrogate": model.spec.surrogate, "k": model.spec.k,
-            "extensions": model.spec.extensions(),
+            "extensions": model.spec.extensions(), "world_size": world.size, "sam_sync": cfg.sam_sync,
+            "eps_batch_size": self._eps_batch_size(),
             **{k: getattr(cfg, k) for k in ("forward", "asam", "reuse_batch", "compute_matched", "theory_aligned",
                                            "bn", "pool", "T", "batch_size", "optimizer", "lr", "schedule")},
         }
-        save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
-        write_json(self.out / "summary.json", summary)
+        if world.main:
+            save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
+            write_json(self.out / "summary.json", summary)
         return summary
+
+    def _eps_batch_size(self) -> int | None:
+        """Samples each SAM perturbation is computed from: |B|, or |B| / processes (m-sharpness's m)."""
+        if self.cfg.rho == 0:
+            return None
+        return self.cfg.batch_size // self.world.size if self.cfg.sam_sync == "local" else self.cfg.batch_size
 
