@@ -37,6 +37,10 @@ FLAGS = {
     "k": ("surrogate steepness (arctan: B1 = k/pi; fast-sigmoid: B1 = k/2)", None),
     "forward": ("training forward pass: surrogate (smooth, the theory's setting) or ste (hard forward, "
                 "sigma' backward)", FORWARDS),
+    "init_from": ("fine-tune: start from the model of this run directory (its network, weights and "
+                  "thresholds) instead of a fresh initialisation", None),
+    "qat": ("quantization-aware training: weights, biases, thresholds and leak on the Loihi fixed-point "
+            "grid with straight-through gradients; the export reproduces the model's hard spikes exactly", None),
     "optimizer": ("base optimizer", OPTIMIZERS),
     "lr": ("learning rate", None),
     "momentum": ("SGD momentum", None),

@@ -20,7 +20,7 @@ import torch
 from ..errors import CheckpointError, ExportError
 from ..jsonio import read_json, write_json
 from ..model.checkpoint import load_model
-from ..model.qat import enable_qat, qat_integers
+from ..model.qat import enable_qat, is_qat, qat_integers
 from .artifact import save_artifact
 from .deployed import DeployedNetwork
 from .fold import fold_network
@@ -67,7 +67,7 @@ def deploy(model, meta: dict, summary: dict, run_dir: str, precision: str, requi
     qat = meta.get("qat")
     if require_qat and not qat:
         raise ExportError(f"{run_dir}: the model carries no QAT grids (meta 'qat'); was it trained with --qat?")
-    if qat:
+    if qat and not is_qat(model):  # load_model already restores a QAT model's grids
         enable_qat(model, data["input_norm"], grids=qat)
     keep = ("surrogate_acc", "hard_acc", "transfer_gap", "rho", "seed", "epochs", "dataset", "split")
     source = {"run": str(run_dir), "metrics": {k: summary[k] for k in keep if k in summary}, "qat": bool(qat)}

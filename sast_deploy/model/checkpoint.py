@@ -100,7 +100,8 @@ def model_from_tensors(spec: NetworkSpec, tensors: dict[str, torch.Tensor], sour
 
 
 def load_model(path: str | os.PathLike) -> tuple[SNN, dict]:
-    """Load a model file written by `save_model`: returns (model in surrogate mode, meta)."""
+    """Load a model file written by `save_model`: returns (model in surrogate mode, meta). A model
+    trained with QAT (meta "qat") comes back on its frozen fixed-point grids, as it was evaluated."""
     tensors, meta = read_tensors(path, MODEL_FORMAT)
     if meta.get("version") != MODEL_VERSION:
         raise CheckpointError(f"{path}: model file version {meta.get('version')!r} is not supported (expected {MODEL_VERSION})")
@@ -109,4 +110,12 @@ def load_model(path: str | os.PathLike) -> tuple[SNN, dict]:
         extra = json.loads(meta.get("meta", "{}"))
     except (SastError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: invalid metadata ({e})") from None
-    return model_from_tensors(spec, tensors, os.fspath(path)), extra
+    model = model_from_tensors(spec, tensors, os.fspath(path))
+    if extra.get("qat"):
+        from .qat import enable_qat  # torch-heavy; only QAT models need it
+
+        try:
+            enable_qat(model, extra.get("data", {}).get("input_norm", "binary"), grids=extra["qat"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: invalid QAT grids ({e})") from None
+    return model, extra

@@ -125,6 +125,14 @@ def disable_qat(model: SNN) -> SNN:
     return model
 
 
+def rechoose_grids(model: SNN) -> None:
+    """Let every unfrozen QATLayer choose its grid anew from the current parameters at its next
+    forward (in eval mode too): after an optimizer step the last grid may be that of w + eps."""
+    for layer in model.layers:
+        if isinstance(layer, QATLayer) and not layer.frozen:
+            layer.grid = None
+
+
 def is_qat(model: SNN) -> bool:
     return any(isinstance(layer, QATLayer) for layer in model.layers)
 

@@ -37,6 +37,8 @@ class TrainConfig:
     surrogate: str = "arctan"
     k: float = 2.0
     forward: str = "surrogate"
+    init_from: str | None = None
+    qat: bool = False
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -85,14 +87,14 @@ class TrainConfig:
     @property
     def method(self) -> str:
         """A row label: baseline, baseline (compute-matched), SAST or ASAM-SAST, with (B'=B) for reuse
-        and (m-sharpness) for eps computed per process (--sam-sync local)."""
+        (m-sharpness) for eps computed per process (--sam-sync local) and (QAT) for quantization-aware training."""
         if self.rho > 0:
             name = "ASAM-SAST" if self.asam else "SAST"
             if self.sam_sync == "local":
                 name += " (m-sharpness)"
         else:
             name = "baseline (compute-matched)" if self.compute_matched else "baseline"
-        return name + (" (B'=B)" if self.reuse_batch else "")
+        return name + (" (B'=B)" if self.reuse_batch else "") + (" (QAT)" if self.qat else "")
 
     def validate(self) -> None:
         """ConfigError naming the flag on the first invalid or contradictory setting."""
@@ -123,10 +125,13 @@ class TrainConfig:
             raise ConfigError("--sam-sync local computes SAST's eps per process; it needs --rho > 0")
         if self.reuse_batch and not (self.rho > 0 or self.compute_matched):
             raise ConfigError("--reuse-batch sets B' = B, which only SAST (--rho > 0) or --compute-matched use")
-        if self.spec:
+        if self.spec and self.init_from:
+            raise ConfigError("--init-from takes the network of its run; drop --spec")
+        if self.spec or self.init_from:
             changed = [n for n in ARCHITECTURE_FIELDS if getattr(self, n) != getattr(TrainConfig, n)]
             if changed:
-                raise ConfigError(f"--spec {self.spec} defines the network; drop "
+                raise ConfigError(f"--{'spec' if self.spec else 'init-from'} {self.spec or self.init_from} "
+                                  "defines the network; drop "
                                   + ", ".join(f"--{_flag(n)}" for n in changed))
         if self.theory_aligned:
             if self.forward != "surrogate":

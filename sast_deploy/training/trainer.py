@@ -30,6 +30,7 @@ from ..evaluation.theory import theory_constants
 from ..jsonio import append_jsonl, read_json, write_json, write_jsonl
 from ..model.checkpoint import load_model, save_model
 from ..model.network import SNN
+from ..model.qat import disable_qat, enable_qat, is_qat, qat_grids, rechoose_grids
 from .batches import epoch_batches, fixed_subset
 from .config import TrainConfig
 from .controls import constraint_projection, network_spec
@@ -107,6 +108,21 @@ def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet]
         return _Run(cfg, progress, data, state, world).run()
 
 
+def initial_model(cfg: TrainConfig, train: FrameSet) -> SNN:
+    """A fresh network from the spec or preset, or the model of `--init-from RUN_DIR` (fine-tuning).
+    The source must have been trained on the same data encoding; QAT grids it carries are dropped
+    (with --qat the grids are chosen anew from the weights)."""
+    if not cfg.init_from:
+        return SNN(network_spec(cfg, train))
+    model, meta = load_model(Path(cfg.init_from) / MODEL)
+    data = meta.get("data", {})
+    for key, mine in (("dataset", cfg.dataset), ("T", cfg.T), ("input_norm", cfg.input_norm)):
+        if key in data and data[key] != mine:
+            flag = key.replace("_", "-")
+            raise ConfigError(f"--init-from {cfg.init_from} was trained with --{flag} {data[key]}; pass --{flag} {data[key]}")
+    return disable_qat(model) if is_qat(model) else model
+
+
 class _Run:
     """One training run from a fresh start or a checkpoint."""
 
@@ -121,7 +137,9 @@ class _Run:
                               f"{state.world_size} processes; resume it on {state.world_size}, not {world.size}")
         self.data = data or load_data(cfg, self.show)
         torch.manual_seed(cfg.seed)
-        self.model = state.model if state else SNN(network_spec(cfg, self.data["train"]))
+        self.model = state.model if state else initial_model(cfg, self.data["train"])
+        if cfg.qat:
+            enable_qat(self.model, cfg.input_norm)
         self.project = constraint_projection(self.model, cfg)
         if state is None:
             self.project()  # the initial thresholds obey the constraints too
@@ -179,7 +197,8 @@ class _Run:
     def _model_meta(self) -> dict:
         train = self.data["train"]
         return {"data": {"dataset": self.cfg.dataset, "T": self.cfg.T, "input_norm": self.cfg.input_norm,
-                         "downsample": train.downsample}, "train": self.cfg.to_dict(), "method": self.cfg.method}
+                         "downsample": train.downsample}, "train": self.cfg.to_dict(), "method": self.cfg.method,
+                **({"qat": qat_grids(self.model)} if self.cfg.qat else {})}
 
     # -- the loop ------------------------------------------------------------------------------
     def _batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,6 +252,8 @@ class _Run:
 
     def _end_epoch(self, epoch: int) -> None:
         cfg, p = self.cfg, self.progress
+        if cfg.qat:
+            rechoose_grids(self.model)  # validate and save on the grid of the weights after the last step
         val = self.world.transfer_gap(self.model, self.data["val"])
         record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                   "train_loss": p.loss_sum / p.seen, "train_acc": p.correct / p.seen,
@@ -275,7 +296,8 @@ class _Run:
             "extensions": model.spec.extensions(), "world_size": world.size, "sam_sync": cfg.sam_sync,
             "eps_batch_size": self._eps_batch_size(),
             **{k: getattr(cfg, k) for k in ("forward", "asam", "reuse_batch", "compute_matched", "theory_aligned",
-                                           "bn", "pool", "T", "batch_size", "optimizer", "lr", "schedule")},
+                                           "bn", "pool", "T", "batch_size", "optimizer", "lr", "schedule",
+                                           "qat", "init_from")},
         }
         if world.main:
             save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
