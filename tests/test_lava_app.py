@@ -29,7 +29,8 @@ def test_example_app_classifies_like_run_lava():
 
 
 def test_running_a_deployed_network_does_not_import_torch():
-    code = ("import sys, sast_deploy.lava, sast_deploy.hardware_sim.backends, sast_deploy.hardware_sim.conformance; "
+    code = ("import sys, sast_deploy.lava, sast_deploy.hardware_sim.backends, sast_deploy.hardware_sim.conformance, "
+            "sast_deploy.hardware_sim.simulation; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
