@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .data.datasets import DATASETS
 from .hardware_sim.backends import BACKENDS
@@ -17,6 +18,9 @@ from .hardware_sim.simulation import simulate
 from .jsonio import write_json
 
 SHOWN_FLIPS = 5
+# what deploy_and_simulate runs: (backend, precision, whole split or only the Lava subset)
+DEPLOYMENT = (("emulator", "float", True), ("emulator", "fixed", True), ("onnx", "float", True),
+              ("lava", "float", False), ("lava", "fixed", False))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,10 +79,51 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def report_path(artifact, report: dict) -> str:
+    """Where a REPORT goes by default: next to the artifact."""
+    return f"{artifact}.simulate-{report['backend']}-{report['precision']}.json"
+
+
+def deploy_and_simulate(run_dir, lava_samples: int = 20, progress: bool | None = None) -> list[dict]:
+    """Export a run to a fixed-point Lava artifact (RUN/net.lava.h5) and ONNX (RUN/net.onnx, float),
+    then simulate: the emulator (float, fixed) and onnxruntime on the whole test split, Lava (float,
+    fixed) on `lava_samples` of it. Writes each REPORT next to its artifact and returns them."""
+    from .export.command import export_run
+
+    run_dir = Path(run_dir)
+    artifacts = {"lava": run_dir / "net.lava.h5", "onnx": run_dir / "net.onnx"}
+    for target, path in artifacts.items():
+        export_run(run_dir, target, path, verify_samples=0)  # simulate checks it, on more samples
+        print(f"exported {path}")
+    reports = []
+    for backend, precision, whole in DEPLOYMENT:
+        artifact = artifacts["onnx" if backend == "onnx" else "lava"]
+        report = simulate(artifact, backend, precision, limit=None if whole else lava_samples, progress=progress)
+        write_json(report_path(artifact, report), report)
+        reports.append(report)
+    return reports
+
+
+def format_table(reports: list[dict]) -> str:
+    """Backends side by side: accuracy, the PyTorch model's on the same samples, the gaps, and the
+    spikes that differ from each backend's reference."""
+    lines = [f"{'backend':<9}{'precision':<10}{'samples':>7}{'accuracy':>9}{'torch hard':>11}{'surrogate':>10}"
+             f"{'transfer gap':>13}{'quant. gap':>11}{'spike mismatches':>17}  reference"]
+    for r in reports:
+        mismatches = "-" if r["spike_mismatches"] is None else str(r["spike_mismatches"])
+        reference = "(is the reference)" if r["spike_mismatches"] is None and r["reference"] else r["reference"]
+        lines.append(f"{r['backend']:<9}{r['precision']:<10}{r['samples']:>7}{_num(r['accuracy']):>9}"
+                     f"{_num(r['torch_hard_accuracy']):>11}{_num(r['surrogate_accuracy']):>10}"
+                     f"{_num(r['transfer_gap'], '+.3f'):>13}"
+                     f"{_num(r['quantization_gap'], '+.3f') if r['precision'] == 'fixed' else '-':>11}"
+                     f"{mismatches:>17}  {reference or '-'}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     report = simulate(args.artifact, args.backend, args.precision, args.dataset, args.data_dir, args.split,
                       args.limit, args.batch_size, args.check, args.run)
-    out = args.out or f"{args.artifact}.simulate-{report['backend']}-{report['precision']}.json"
+    out = args.out or report_path(args.artifact, report)
     write_json(out, report)
     print(format_report(report))
     print(f"  report -> {out}")
