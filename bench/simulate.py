@@ -58,7 +58,7 @@ def timed(fn):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--artifact", help="exported *.lava.h5 (needs the export branch); default: a stand-in")
+    p.add_argument("--artifact", help="exported *.lava.h5; default: a stand-in of the same shape")
     p.add_argument("--samples", type=int, default=20, help="test samples run through Lava")
     p.add_argument("--repeat", type=int, default=3, help="emulator runs over the test split (the best counts)")
     args = p.parse_args(argv)
