@@ -16,6 +16,8 @@ bits, so every operation is exact and the decay rounded toward zero is trunc(v (
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,7 @@ from .readout import readout_logits
 
 IM2COL_ELEMENTS = 2**23  # bound on one im2col buffer (float64: 64 MiB)
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -141,9 +144,9 @@ def neurons(p: _Layer, current: np.ndarray) -> tuple[np.ndarray, int]:
            +-(2^23 - 1), s_t = v_t > vth << 6 (current = `drive`); every value an integer held
            exactly in float64."""
     v = np.zeros(current.shape[1:])
-    s = np.zeros(current.shape[1:], dtype=bool)
+    s = np.zeros(current.shape[1:], dtype=bool)  # s_{t-1}
     theta = np.broadcast_to(p.theta, v.shape)
-    spikes = np.empty(current.shape, dtype=np.uint8)
+    spikes = np.empty(current.shape, dtype=bool)
     saturated = 0
     T, decay = current.shape[0], p.decay
     # |v_t| <= (max |current| + max theta) * sum_k decay^k: check the 24-bit range only if it can be left
@@ -158,9 +161,8 @@ def neurons(p: _Layer, current: np.ndarray) -> tuple[np.ndarray, int]:
         if check and (v.max(initial=0) > STATE_MAX or v.min(initial=0) < -STATE_MAX):
             saturated += int(np.count_nonzero(np.abs(v) > STATE_MAX))
             np.clip(v, -STATE_MAX, STATE_MAX, out=v)
-        np.greater(v, theta, out=s)
-        spikes[t] = s
-    return spikes, saturated
+        s = np.greater(v, theta, out=spikes[t])
+    return spikes.view(np.uint8), saturated
 
 
 def _run(layers: list[_Layer], z: np.ndarray, keep_spikes: bool):
@@ -177,17 +179,26 @@ def _run(layers: list[_Layer], z: np.ndarray, keep_spikes: bool):
 def emulate(net: DeployedNetwork, x: np.ndarray, precision: str, keep_spikes: bool = True,
             batch_size: int = 256) -> Emulation:
     """Run `net` on time-major input x [T, B, *input_shape] in [0, 1] at `precision` ("float" |
-    "fixed"), `batch_size` samples at a time. keep_spikes=False returns only counts and logits
-    (whole test sets without holding every spike). Each sample's result is independent of the
-    batch it runs in."""
+    "fixed"), in batches of at most `batch_size` samples, one thread per CPU. keep_spikes=False
+    returns only counts and logits (whole test sets without holding every spike). Each sample's
+    result is independent of the batch it runs in."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fixed" and not net.is_quantized:
         raise ValueError("the network has no fixed-point parameters: export it quantized or use precision 'float'")
     x = check_shape(net, x)  # values are checked batch by batch, as they are encoded
     layers = _prepare(net, precision)
-    parts = [_run(layers, encode_input(net, x[:, i:i + batch_size], precision), keep_spikes)
-             for i in range(0, max(x.shape[1], 1), batch_size)]
+    step = max(1, min(batch_size, -(-x.shape[1] // WORKERS)))  # enough batches to keep every CPU busy
+    starts = range(0, max(x.shape[1], 1), step)
+
+    def run(i):
+        return _run(layers, encode_input(net, x[:, i:i + step], precision), keep_spikes)
+
+    if len(starts) > 1:  # numpy and scipy release the GIL in the heavy operations
+        with ThreadPoolExecutor(min(WORKERS, len(starts))) as pool:
+            parts = list(pool.map(run, starts))
+    else:
+        parts = [run(i) for i in starts]
     spikes = [np.concatenate(layer, axis=1) for layer in zip(*(p[0] for p in parts))] if keep_spikes else []
     counts = np.concatenate([p[1] for p in parts])
     saturated = [int(sum(v)) for v in zip(*(p[2] for p in parts))]
