@@ -87,7 +87,8 @@ def test_a_different_model_shows_as_mismatches_and_flips_that_are_not_ties(expor
     assert r["check"]["samples_affected"] > 0 and r["check"]["all_ties"] is False
 
 
-def test_without_the_source_run_the_hard_accuracy_is_derived_and_the_gap_needs_the_whole_split(exported, tmp_path):
+def test_without_the_source_run_the_hard_accuracy_is_derived_and_the_gap_needs_the_whole_split(exported, tmp_path,
+                                                                                              capsys):
     run, _, frames = exported
     shutil.copy(run / "net.lava.h5", tmp_path / "net.lava.h5")
     moved = tmp_path / "net.lava.h5"
@@ -97,6 +98,7 @@ def test_without_the_source_run_the_hard_accuracy_is_derived_and_the_gap_needs_t
     try:
         whole = simulate(moved, "emulator", "float", progress=False)
         part = simulate(moved, "lava", "fixed", limit=4, progress=False)
+        assert main(["simulate", "--artifact", str(moved), "--backend", "torch"]) == 2
     finally:
         shutil.move(gone, run)
     assert whole["torch_hard_reference"] == DERIVED_HARD and whole["source_run"] is None
@@ -104,6 +106,7 @@ def test_without_the_source_run_the_hard_accuracy_is_derived_and_the_gap_needs_t
     assert whole["transfer_gap"] == 0.5 - whole["accuracy"]  # the summary's surrogate_acc: same whole split
     assert part["transfer_gap"] is None and part["spike_mismatches"] == 0 and part["quantization_gap"] is not None
     assert any("not here" in n for n in part["notes"])
+    assert "source run" in capsys.readouterr().err
 
 
 def test_cli_writes_the_report_and_prints_one_screen(exported, tmp_path, capsys):

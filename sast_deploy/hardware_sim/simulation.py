@@ -45,6 +45,7 @@ class Artifact:
 
 
 def open_artifact(path) -> Artifact:
+    """Read and validate an exported file (one-line ArtifactError if it is not one)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file; pass a *.lava.h5 or *.onnx written by `sast-deploy export`")
@@ -136,9 +137,6 @@ def _backend(backend: str, art: Artifact, precision: str, source: Source | None)
         return lambda x: _pair(run_lava(art.network, x, precision, progress=False))
     if backend == "onnx":
         return lambda x: _pair(art.onnx.run(x))
-    if source is None:
-        raise SastError(f"--backend torch runs the artifact's source run, and {art.path}: "
-                        f"{find_source(art)[1]}")
     import torch
 
     runner = source.runner(torch.float32)
@@ -303,6 +301,8 @@ def simulate(artifact, backend: str, precision: str | None = None, dataset: str 
     art = open_artifact(artifact)
     precision = resolve_precision(art, backend, precision)
     source, why_no_source = find_source(art, run_dir)
+    if backend == "torch" and source is None:
+        raise SastError(f"--backend torch runs the model of the artifact's source run, but {why_no_source}")
     frames = _frames(art, dataset, data_dir, split, source)
     sim = Simulation(art, backend, precision, source, check)
     samples = subset(len(frames), limit)
