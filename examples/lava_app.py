@@ -1,15 +1,18 @@
 """An exported SAST network inside a small Lava application.
 
-    python examples/lava_app.py runs/nmnist-sast/net.lava.h5 --samples 20
-    python examples/lava_app.py --samples 5       # no artifact yet: a stand-in with random weights
+    make demo                                                   # exports runs/demo/sast/net.lava.h5
+    python examples/lava_app.py --samples 20                    # runs that artifact
+    python examples/lava_app.py runs/nmnist-sast/net.lava.h5 --precision float
 
-event source (Lava's RingBuffer, playing N-MNIST test frames) -> SASTNetwork with its native readout
--> Classifier, a process of this app that keeps each sample's predicted class. Only the handful of
-predictions leaves Lava (Var.get moves one element per message: never use it for bulk data).
+event source (Lava's RingBuffer, playing test recordings of the dataset the artifact records, binned
+as in training) -> SASTNetwork with its native readout -> Classifier, a process of this app that
+keeps each sample's predicted class. Only the handful of predictions leaves Lava (Var.get moves one
+element per message: never use it for bulk data).
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -24,8 +27,9 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.io.source import RingBuffer
 
-from sast_deploy.export.deployed import DeployedLayer, DeployedNetwork
 from sast_deploy.lava import SASTNetwork
+
+DEMO_ARTIFACT = "runs/demo/sast/net.lava.h5"
 
 
 class Classifier(AbstractProcess):
@@ -51,32 +55,25 @@ class PyClassifier(PyLoihiProcessModel):
             self.predictions[sample] = int(np.argmax(logits))
 
 
-def stand_in(T: int = 10, hidden: int = 64) -> DeployedNetwork:
-    """A float 2312 -> hidden LIF -> 10 network with random weights: shows the wiring, classifies at
-    chance. Export a trained run (sast-deploy export --target lava) for real predictions."""
-    rng = np.random.default_rng(0)
-    layer = DeployedLayer("dense", (2 * 34 * 34,), (hidden,), rng.normal(0, 0.1, (hidden, 2312)),
-                          np.zeros(hidden), np.full(hidden, 1.0), alpha=0.9)
-    return DeployedNetwork([layer], rng.normal(0, 1, (10, hidden)), np.zeros(10), T, (2, 34, 34), "binary",
-                           class_names=[str(d) for d in range(10)], meta={"dataset": "nmnist-small"})
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("artifact", nargs="?", help="exported *.lava.h5 (default: a random stand-in network)")
+    p.add_argument("artifact", nargs="?", default=DEMO_ARTIFACT, help="exported *.lava.h5 (make demo writes the default)")
     p.add_argument("--precision", choices=("float", "fixed"), help="default: fixed if the network is quantized")
-    p.add_argument("--samples", type=int, default=20, help="test recordings to classify")
+    p.add_argument("--samples", type=int, default=20, help="test recordings to classify, evenly spaced over the split")
     p.add_argument("--data-dir", help="dataset folder, for datasets other than the embedded nmnist-small")
     args = p.parse_args(argv)
 
+    if not os.path.isfile(args.artifact):
+        p.error(f"no artifact at {args.artifact}: run `make demo` or `sast-deploy export --target lava`, or pass one")
     from sast_deploy.data import load_frames  # reads the recordings (tonic); not needed by SASTNetwork
+    from sast_deploy.hardware_sim.simulation import subset
 
-    deployed = args.artifact or stand_in()
-    net = SASTNetwork(deployed, precision=args.precision, readout=True)
+    net = SASTNetwork(args.artifact, precision=args.precision, readout=True)
     dn = net.network
-    data = load_frames(dn.meta.get("dataset", "nmnist-small"), "test", dn.T, args.data_dir, norm=dn.input_norm)
-    idx = np.arange(min(args.samples, len(data)))
+    binning = dn.meta["data"]  # dataset, T, input_norm, downsample: as in training
+    data = load_frames(binning["dataset"], "test", dn.T, args.data_dir, dn.input_norm, binning.get("downsample"))
+    idx = subset(len(data), args.samples)
     steps = net.encode(data.frames(idx))  # [samples * T, *net.inp.shape], sample after sample
     steps = np.concatenate([steps, np.zeros((net.num_layers, *net.inp.shape), steps.dtype)])  # flush
 
@@ -90,8 +87,7 @@ def main(argv=None) -> int:
     finally:
         net.stop()
     correct = int((predicted == data.labels[idx]).sum())
-    print(f"{'artifact ' + args.artifact if args.artifact else 'stand-in network (random weights)'}, "
-          f"Lava {net.precision}: {correct}/{len(idx)} correct ({correct / len(idx):.1%}); "
+    print(f"{args.artifact}, Lava {net.precision}: {correct}/{len(idx)} correct ({correct / len(idx):.1%}); "
           f"predicted {predicted.tolist()}")
     return 0
 

@@ -16,6 +16,8 @@ COMMANDS = {
     "sweep": ("sast_deploy.sweep", "rho grid x seeds plus controls, in parallel worker processes, resumable"),
     "report": ("sast_deploy.report", "tables (markdown, CSV) and plots of a sweep or a folder of runs"),
     "export": ("sast_deploy.export.command", "fold, quantize and export a trained run to a Lava artifact or ONNX"),
+    "simulate": ("sast_deploy.simulate", "run an exported network with hard spikes on lava, the emulator, onnx or "
+                                         "torch, next to its references"),
     "demo": ("sast_deploy.demo", "the whole pipeline on the embedded nmnist-small dataset"),
 }
 

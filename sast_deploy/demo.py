@@ -1,10 +1,12 @@
-"""`sast-deploy demo` (`make demo`): baseline and SAST on the embedded nmnist-small dataset."""
+"""`sast-deploy demo` (`make demo`): baseline and SAST on the embedded nmnist-small dataset, their
+evaluation report, then the SAST model exported and run with hard spikes on every simulator."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from .evaluation.report import evaluate_and_report
+from .simulate import deploy_and_simulate, format_table
 from .training.config import TrainConfig
 from .training.trainer import load_data, train
 
@@ -15,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rho", type=float, default=0.3, help="SAM radius of the SAST run")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same for both runs)")
     p.add_argument("--device", default="auto", help="torch device; auto = CUDA when present")
+    p.add_argument("--lava-samples", type=int, default=20,
+                   help="test recordings run through Lava (float and fixed), evenly spaced over the split")
 
 
 def run(args) -> int:
@@ -35,4 +39,12 @@ def run(args) -> int:
     print(f"summaries: {args.out}/baseline/summary.json, {args.out}/sast/summary.json")
     report = evaluate_and_report(args.out)  # robustness grid, diagnostics, tables and plots of the demo's runs
     print(f"report: {report['markdown']} (plots in {report['markdown'].parent / 'plots'})")
+
+    sast = Path(args.out) / "sast"
+    print(f"\ndeployment of the SAST model ({sast}): hard spikes, fixed point = Loihi-style integers")
+    reports = deploy_and_simulate(sast, lava_samples=args.lava_samples)
+    print(format_table(reports))
+    print("spike mismatches: neuron-steps that differ from the reference (float: the PyTorch hard model in "
+          "float64; fixed: the emulator); quant. gap = torch hard - fixed accuracy, on the same samples")
+    print(f"reports: {sast}/net.lava.h5.simulate-*.json, {sast}/net.onnx.simulate-*.json")
     return 0

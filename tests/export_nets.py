@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from sast_deploy.evaluation.reference import ModelRunner
 from sast_deploy.model import SNN, LayerSpec, NetworkSpec
 
 
@@ -42,9 +43,4 @@ def frames(spec: NetworkSpec, T: int, B: int, binary: bool = True, seed: int = 0
 
 def hard_forward(model: SNN, x: np.ndarray, dtype=torch.float64):
     """The PyTorch hard model: logits, spikes (uint8 arrays), potentials."""
-    import copy
-
-    m = copy.deepcopy(model).to(dtype).eval()
-    with torch.no_grad(), m.in_mode("hard"):
-        logits, spikes, pots = m(torch.from_numpy(np.asarray(x)).to(dtype), return_potentials=True)
-    return logits.numpy(), [s.numpy().astype(np.uint8) for s in spikes], [u.numpy() for u in pots]
+    return ModelRunner(model, dtype)(x, potentials=True)

@@ -267,16 +267,16 @@ def test_fixed_synapses_are_what_lavas_fixed_point_dense_and_conv_compute():
     from lava.proc.conv import utils as lava_conv
     from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 
-    from sast_deploy.hardware_sim.emulator import _fixed_input
+    from sast_deploy.hardware_sim.emulator import _prepare, drive
 
     net, _ = quantize_network(fold_network(randomized(conv_spec()), 1, "binary"))
     dense = net.layers[2].fixed.w_int
     mode = determine_sign_mode(dense)
     assert np.array_equal(truncate_weights(clip_weights(dense, mode, 8), mode, 8), dense)
     rng = np.random.default_rng(0)
-    for layer in net.layers[:2]:
+    for layer, prepared in zip(net.layers[:2], _prepare(net, "fixed")):
         z = (rng.random(layer.in_shape) < 0.4).astype(np.int64)
-        ours = _fixed_input(layer, z[None, None])[0, 0]
+        ours = (drive(prepared, z[None, None])[0, 0] - prepared.bias) / 2**6  # a_in
         w = layer.fixed.w_int
         theirs = lava_conv.conv(z.transpose(2, 1, 0), w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32),
                                 w.shape[:1:-1], (layer.stride,) * 2, (layer.padding,) * 2, (1, 1), 1)

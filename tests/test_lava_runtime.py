@@ -129,3 +129,12 @@ def test_loihi2_backend_says_what_it_needs():
     with pytest.raises(BackendError, match="lava-loihi.*microcoded"):
         require_backend("loihi2")
     require_backend("lava")
+
+
+def test_lava_runs_after_something_fixed_the_multiprocessing_start_method():
+    """A tqdm bar (e.g. training's) fixes the start method; Lava's import would then raise."""
+    script = ("import multiprocessing, numpy as np\nfrom tqdm import tqdm\ntqdm(total=1, disable=True).close()\n"
+              "assert multiprocessing.get_start_method(allow_none=True) is not None\n" + NET +
+              "from sast_deploy.lava import run_lava\nprint(run_lava(net, np.ones((5, 2, 6)), 'float').steps)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "11", out.stderr[-2000:]

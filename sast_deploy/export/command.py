@@ -9,7 +9,6 @@ Prints a one-screen summary and writes it as JSON next to the output (`OUT.json`
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from ..errors import CheckpointError, ExportError
 from ..jsonio import read_json, write_json
 from ..model.checkpoint import load_model
-from ..model.qat import enable_qat, is_qat, qat_integers
+from ..model.qat import qat_integers
 from .artifact import save_artifact
 from .deployed import DeployedNetwork
 from .fold import fold_network
@@ -67,8 +66,6 @@ def deploy(model, meta: dict, summary: dict, run_dir: str, precision: str, requi
     qat = meta.get("qat")
     if require_qat and not qat:
         raise ExportError(f"{run_dir}: the model carries no QAT grids (meta 'qat'); was it trained with --qat?")
-    if qat and not is_qat(model):  # load_model already restores a QAT model's grids
-        enable_qat(model, data["input_norm"], grids=qat)
     keep = ("surrogate_acc", "hard_acc", "transfer_gap", "rho", "seed", "epochs", "dataset", "split")
     source = {"run": str(run_dir), "metrics": {k: summary[k] for k in keep if k in summary}, "qat": bool(qat)}
     net = fold_network(model, int(data["T"]), data["input_norm"],
@@ -79,23 +76,16 @@ def deploy(model, meta: dict, summary: dict, run_dir: str, precision: str, requi
     return net, report, bool(qat)
 
 
-def _hard_reference(model, x: np.ndarray):
-    """PyTorch hard model in float64: logits, spikes, potentials."""
-    m64 = copy.deepcopy(model).to(torch.float64).eval()
-    with torch.no_grad(), m64.in_mode("hard"):
-        logits, spikes, pots = m64(torch.from_numpy(x).to(torch.float64), return_potentials=True)
-    return logits.numpy(), [s.numpy().astype(np.uint8) for s in spikes], [u.numpy() for u in pots]
-
-
 def verify(net: DeployedNetwork, model, qat: bool, target: str, precision: str, paths: list[str],
            x: np.ndarray, labels: np.ndarray) -> dict:
     """Check the written export on frames x against its references (see the module docstring)."""
+    from ..evaluation.reference import ModelRunner
     from ..hardware_sim.conformance import explain_flips, spike_mismatches
     from ..hardware_sim.emulator import emulate
 
     out = {"samples": int(x.shape[1])}
     acc = lambda logits: float((np.asarray(logits).argmax(1) == labels).mean())  # noqa: E731
-    ref_logits, ref_spikes, ref_pots = _hard_reference(model, x)
+    ref_logits, ref_spikes, ref_pots = ModelRunner(model)(x, potentials=True)
     out["torch_hard_accuracy"] = acc(ref_logits)
     emu_float = emulate(net, x, "float")
     out["emulator_float_accuracy"] = acc(emu_float.logits)
@@ -117,11 +107,9 @@ def verify(net: DeployedNetwork, model, qat: bool, target: str, precision: str, 
         res = OnnxNetwork(paths[0]).run(x)
         out["onnx_accuracy"] = acc(res.logits)
         if precision == "float":  # reference: the PyTorch hard model in float32, flips judged in float64
-            m32 = copy.deepcopy(model).to(torch.float32).eval()
-            with torch.no_grad(), m32.in_mode("hard"):
-                logits32, spikes32 = m32(torch.from_numpy(x.astype(np.float32)), return_spikes=True)
-            out["onnx_max_logit_diff"] = float(np.abs(res.logits - logits32.numpy()).max(initial=0))
-            out["onnx_vs_torch"] = explain_flips(res.spikes, [s.numpy() for s in spikes32], ref_pots,
+            logits32, spikes32, _ = ModelRunner(model, torch.float32)(x)
+            out["onnx_max_logit_diff"] = float(np.abs(res.logits - logits32).max(initial=0))
+            out["onnx_vs_torch"] = explain_flips(res.spikes, spikes32, ref_pots,
                                                  [layer.lif.theta.detach().double().numpy() for layer in model.layers])
         else:
             out["onnx_max_logit_diff"] = float(np.abs(res.logits - emu_fixed.logits).max(initial=0))
@@ -164,41 +152,49 @@ def _print_summary(result: dict) -> None:
                      f"{max(x['margin'] for x in f['first_flips']):.2e})" if f["first_flips"] else ""))
 
 
-def run(args) -> int:
-    precision = args.precision or DEFAULT_PRECISION[args.target]
-    model, meta, summary = load_run(args.run)
-    net, report, qat = deploy(model, meta, summary, args.run, precision, args.qat_run)
-    out = Path(args.out)
-    if args.target == "lava":
+def export_run(run_dir, target: str, out, precision: str | None = None, qat_run: bool = False,
+               graph: str = "both", verify_samples: int = 200, data_dir=None) -> dict:
+    """Export the run at `run_dir` (see `add_arguments` for the options), check it on
+    `verify_samples` test samples, write the summary to OUT.json and return it."""
+    precision = precision or DEFAULT_PRECISION[target]
+    model, meta, summary = load_run(run_dir)
+    net, report, qat = deploy(model, meta, summary, str(run_dir), precision, qat_run)
+    out = Path(out)
+    if target == "lava":
         save_artifact(out, net)
         paths = [str(out)]
     else:
         from .onnx import export_onnx
 
-        graphs = ["sequence", "step"] if args.graph == "both" else [args.graph]
-        paths = [str(out) if g == "sequence" or args.graph == "step" else str(out.with_suffix(".step.onnx"))
+        graphs = ["sequence", "step"] if graph == "both" else [graph]
+        paths = [str(out) if g == "sequence" or graph == "step" else str(out.with_suffix(".step.onnx"))
                  for g in graphs]
         for g, path in zip(graphs, paths):
             export_onnx(net, path, g, precision)
     readout = int(net.readout_weight.size + net.readout_bias.size)
     layers = _layer_rows(net)
-    result = {"run": str(args.run), "target": args.target, "precision": precision, "qat": qat, "layers": layers,
+    result = {"run": str(run_dir), "target": target, "precision": precision, "qat": qat, "layers": layers,
               "readout_parameters": readout, "parameters": readout + sum(r["parameters"] for r in layers),
               "quantization": report, "files": {p: os.path.getsize(p) for p in paths}}
-    if args.verify_samples > 0 and (args.target == "lava" or args.graph in ("sequence", "both")):
+    if verify_samples > 0 and (target == "lava" or graph in ("sequence", "both")):
         from ..data.frames import load_frames
 
         data = meta["data"]
-        frames = load_frames(data["dataset"], "test", int(data["T"]), args.data_dir, data["input_norm"],
+        frames = load_frames(data["dataset"], "test", int(data["T"]), data_dir, data["input_norm"],
                              data.get("downsample"), progress=False)
-        idx = np.arange(min(args.verify_samples, len(frames)))
-        result["verify"] = verify(net, model, qat, args.target, precision, paths, frames.frames(idx),
-                                  frames.labels[idx])
+        idx = np.arange(min(verify_samples, len(frames)))
+        result["verify"] = verify(net, model, qat, target, precision, paths, frames.frames(idx), frames.labels[idx])
     write_json(f"{out}.json", result)
+    return result
+
+
+def run(args) -> int:
+    result = export_run(args.run, args.target, args.out, args.precision, args.qat_run, args.graph,
+                        args.verify_samples, args.data_dir)
     _print_summary(result)
-    print(f"  summary -> {out}.json")
-    if qat and result.get("verify", {}).get("fixed_vs_qat_model_mismatches"):
-        print(f"error: the fixed-point network does not reproduce the QAT model ({out} kept for inspection)",
+    print(f"  summary -> {args.out}.json")
+    if result["qat"] and result.get("verify", {}).get("fixed_vs_qat_model_mismatches"):
+        print(f"error: the fixed-point network does not reproduce the QAT model ({args.out} kept for inspection)",
               file=sys.stderr)
         return 1
     return 0

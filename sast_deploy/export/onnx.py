@@ -164,6 +164,7 @@ def metadata(net: DeployedNetwork, graph: str, precision: str, dynamic_T: bool) 
         "layer_shapes": json.dumps([list(layer.out_shape) for layer in net.layers]),
         "class_names": json.dumps(list(net.class_names)),
         "source": json.dumps(net.meta.get("source", {}), sort_keys=True),
+        "data": json.dumps(net.meta.get("data", {}), sort_keys=True),
     }
 
 

@@ -17,7 +17,7 @@ from lava.magma.core.run_conditions import RunSteps
 from tqdm import tqdm
 
 from ..errors import ShapeError
-from .lava.network import SASTNetwork
+from .lava.network import CHANNEL_DTYPE, SASTNetwork
 from .lava.stream import RingSink, RingSource
 from .lava_runtime import shutdown, start
 from .mapping import from_lava
@@ -52,7 +52,7 @@ def run_lava(net, data, precision: str | None = None, *, record_spikes: bool = T
     T, L = dn.T, lnet.num_layers
     layers = list(range(L)) if record_spikes else [L - 1]
     in_shape = lnet.inp.shape
-    in_dtype = np.float64 if precision == "float" else np.int32
+    in_dtype = CHANNEL_DTYPE[precision]
     ring = max(T + L, RING_BYTES // (np.dtype(in_dtype).itemsize * int(np.prod(in_shape))))
     total = data.shape[1] if hasattr(data, "shape") else None
     with tempfile.TemporaryDirectory(prefix="sast-lava-", dir=_fast_tmp()) as tmp:

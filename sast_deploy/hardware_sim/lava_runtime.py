@@ -16,6 +16,7 @@ import signal
 import threading
 from multiprocessing import resource_tracker
 
+import sast_deploy.hardware_sim.lava  # noqa: F401  (first: lets Lava set its start method, see there)
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import RunConfig

@@ -15,7 +15,7 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from ..errors import BackendError
 from ..export.deployed import DeployedNetwork
-from .encoding import GRADED_LEVELS, PRECISIONS
+from .encoding import PRECISIONS, fixed_input_scale
 
 GRADED_MESSAGE_BITS = {"float": 24, "fixed": 8}
 CONV_ACC_LIMIT = 2**23  # Lava's fixed Conv wraps its output to 24 bits
@@ -112,8 +112,12 @@ def check_network(net: DeployedNetwork, precision: str) -> None:
         if not net.is_quantized:
             raise BackendError("the network has no fixed-point parameters: export it with quantization "
                                "(sast-deploy export --target lava) or use --precision float")
+        try:
+            c = fixed_input_scale(net)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
         for i, layer in enumerate(net.layers):
-            _check_fixed_layer(i, layer, max_input=GRADED_LEVELS if i == 0 and net.input_norm != "binary" else 1)
+            _check_fixed_layer(i, layer, max_input=c if i == 0 else 1)
 
 
 def _check_fixed_layer(i: int, layer, max_input: int) -> None:

@@ -28,6 +28,7 @@ from sast_deploy.hardware_sim.encoding import encode_input
 from sast_deploy.hardware_sim.mapping import check_network, flat_order, input_to_lava, layer_params
 
 SELECT_TAG = {"float": "floating_pt", "fixed": "fixed_pt"}
+CHANNEL_DTYPE = {"float": np.float64, "fixed": np.int32}
 
 
 def _load(net) -> DeployedNetwork:
@@ -81,9 +82,10 @@ class SASTNetwork(AbstractProcess):
 
     def encode(self, x) -> np.ndarray:
         """Frames [T, B, *input_shape] in [0, 1] -> the steps `inp` takes, sample after sample:
-        [B*T, *inp.shape], float64 (float) or integers (fixed: 0/1 or round(255 x))."""
-        x = input_to_lava(self.network, encode_input(self.network, np.asarray(x), self.precision))
-        return x.swapaxes(0, 1).reshape(-1, *self.inp.shape)
+        [B*T, *inp.shape], float64 (float) or int32 (fixed: rint(c x), `encode_input`); the
+        sender's dtype fixes Lava's channel dtype."""
+        x = input_to_lava(self.network, encode_input(self.network, x, self.precision))
+        return x.swapaxes(0, 1).reshape(-1, *self.inp.shape).astype(CHANNEL_DTYPE[self.precision])
 
     def run_config(self) -> Loihi2SimCfg:
         """Lava's CPU simulation config selecting the models of this network's precision."""
