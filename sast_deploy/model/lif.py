@@ -96,13 +96,11 @@ class LIFRecurrence(torch.autograd.Function):
     def forward(ctx, current, theta, alpha, surrogate, ste):
         spikes, margins = torch.empty_like(current), []
         u = s = torch.zeros_like(current[0])
-        for t in range(current.shape[0]):
-            row = spikes[t]
-
-            def spike(x):  # called by lif_step within this iteration: `row` is step t's
+        for i, row in zip(current.unbind(0), spikes.unbind(0)):
+            def spike(x):  # called by lif_step within this iteration: `row` is this step's
                 margins.append(x)
                 return heaviside(x, row) if ste else surrogate(x, row)
-            u, s = lif_step(u, s, current[t], alpha, theta, spike)
+            u, s = lif_step(u, s, i, alpha, theta, spike)
         ctx.save_for_backward(spikes, theta)
         ctx.margins = margins  # intermediate tensors: kept on ctx, freed with the graph
         ctx.alpha, ctx.sigma_grad = alpha, surrogate.grad
@@ -117,11 +115,12 @@ class LIFRecurrence(torch.autograd.Function):
         d_current = torch.empty_like(spikes)
         d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
         du = torch.zeros_like(spikes[0])
-        for t in range(len(margins) - 1, -1, -1):
-            a = torch.addcmul(grad[t], theta, du, value=-1).mul_(sigma_grad(margins[t]))
+        steps = zip(grad.unbind(0), margins, spikes.unbind(0), d_current.unbind(0))
+        for g, x, s, d in reversed(list(steps)):
+            a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
             if want_theta:
-                d_theta.add_(a).addcmul_(du, spikes[t])
-            du = torch.add(a, du, alpha=alpha, out=d_current[t])
+                d_theta.add_(a).addcmul_(du, s)
+            du = torch.add(a, du, alpha=alpha, out=d)
         d_theta = d_theta.sum_to_size(theta.shape).neg_() if want_theta else None
         return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
 
