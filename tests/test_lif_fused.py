@@ -143,3 +143,16 @@ def test_potentials_come_from_the_reference_loop():
     s, u = fused(current, return_potentials=True)
     s_ref, u_ref = ref(current, return_potentials=True)
     assert torch.equal(s, s_ref) and torch.equal(u, u_ref) and u.requires_grad
+
+
+def test_recurrence_leaves_the_thread_count_as_it_was():
+    """Small steps run on one intra-op thread (lif.SERIAL_STEP_ELEMENTS); the setting comes back."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused, _ = lif_pair((16,), "arctan", "surrogate")
+        current, weights = drive((16,))
+        spikes_and_grads(fused, current, weights)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ in tests/test_lif_fused.py (values, gradients, spikes).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -75,6 +76,27 @@ def integrate(current: torch.Tensor, step, return_potentials: bool = False):
     return (out, torch.stack(potentials)) if return_potentials else out
 
 
+# Per-step tensors up to this size gain nothing from intra-op threads, only synchronisation: VML
+# functions (atan) split from 2048 elements, and with other jobs on the cores every parallel
+# region waits for a descheduled thread (atan on [64, 256]: 6 us at 1 thread; 1.5 ms at 2 threads
+# on 2 busy cores). Above it, per-step work is large enough to share.
+SERIAL_STEP_ELEMENTS = 1 << 16
+
+
+@contextlib.contextmanager
+def _serial_if_small(step: torch.Tensor):
+    """One intra-op thread while the recurrence runs over CPU steps of at most SERIAL_STEP_ELEMENTS."""
+    threads = torch.get_num_threads()
+    if step.device.type != "cpu" or step.numel() > SERIAL_STEP_ELEMENTS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class LIFRecurrence(torch.autograd.Function):
     """spikes = LIFRecurrence.apply(current, theta, alpha, surrogate, ste): the whole recurrence as
     one autograd node, for training. Forward: `lif_step` over time without a graph (the operations
@@ -96,11 +118,12 @@ class LIFRecurrence(torch.autograd.Function):
     def forward(ctx, current, theta, alpha, surrogate, ste):
         spikes, margins = torch.empty_like(current), []
         u = s = torch.zeros_like(current[0])
-        for i, row in zip(current.unbind(0), spikes.unbind(0)):
-            def spike(x):  # called by lif_step within this iteration: `row` is this step's
-                margins.append(x)
-                return heaviside(x, row) if ste else surrogate(x, row)
-            u, s = lif_step(u, s, i, alpha, theta, spike)
+        with _serial_if_small(u):
+            for i, row in zip(current.unbind(0), spikes.unbind(0)):
+                def spike(x):  # called by lif_step within this iteration: `row` is this step's
+                    margins.append(x)
+                    return heaviside(x, row) if ste else surrogate(x, row)
+                u, s = lif_step(u, s, i, alpha, theta, spike)
         ctx.save_for_backward(spikes, theta)
         ctx.margins = margins  # intermediate tensors: kept on ctx, freed with the graph
         ctx.alpha, ctx.sigma_grad = alpha, surrogate.grad
@@ -116,11 +139,12 @@ class LIFRecurrence(torch.autograd.Function):
         d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
         du = torch.zeros_like(spikes[0])
         steps = zip(grad.unbind(0), margins, spikes.unbind(0), d_current.unbind(0))
-        for g, x, s, d in reversed(list(steps)):
-            a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
-            if want_theta:
-                d_theta.add_(a).addcmul_(du, s)
-            du = torch.add(a, du, alpha=alpha, out=d)
+        with _serial_if_small(du):
+            for g, x, s, d in reversed(list(steps)):
+                a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
+                if want_theta:
+                    d_theta.add_(a).addcmul_(du, s)
+                du = torch.add(a, du, alpha=alpha, out=d)
         d_theta = d_theta.sum_to_size(theta.shape).neg_() if want_theta else None
         return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
 
