@@ -5,7 +5,7 @@ runs `iters` timed calls of each method, methods in a rotating order, so a burst
 other processes lands on all of them alike. Reported per method: the median wall time over all
 timed calls, its interquartile range, the median CPU time of the process (all threads; on a
 shared machine it moves less with other jobs' load than wall time does, at 1 thread), and per
-round the median wall time, from which ratios get a spread (quartiles over rounds).
+round the median wall time. Ratios are medians of per-round ratios, with their quartiles.
 """
 from __future__ import annotations
 
@@ -91,12 +91,13 @@ def interleaved(methods: dict[str, Callable[[], None]], rounds: int, iters: int,
 
 
 def ratio(a: Timing, b: Timing) -> tuple[float, float, float]:
-    """a / b: of the medians, and the quartiles of the per-round ratios (their spread)."""
+    """a / b as the median of the per-round ratios (a and b ran moments apart in each round, so
+    load that comes and goes cancels), with their quartiles as the spread."""
     per_round = [x / y for x, y in zip(a.round_wall, b.round_wall)]
     if len(per_round) < 2:
-        return a.median / b.median, per_round[0], per_round[0]
+        return per_round[0], per_round[0], per_round[0]
     q = statistics.quantiles(per_round, n=4)
-    return a.median / b.median, q[0], q[2]
+    return statistics.median(per_round), q[0], q[2]
 
 
 @contextlib.contextmanager

@@ -55,7 +55,7 @@ def peer_versions() -> str:
 
 def verdict(label: str, a, b, target: float) -> str:
     value, lo, hi = ratio(a, b)
-    return (f"  {label:<58} {value:5.2f} (rounds IQR {lo:.2f}-{hi:.2f}; CPU time {a.cpu_median / b.cpu_median:.2f})"
+    return (f"  {label:<58} {value:6.3f} (rounds IQR {lo:.2f}-{hi:.2f}; CPU time {a.cpu_median / b.cpu_median:.3f})"
             f"  target <= {target}: {'met' if value <= target else 'NOT met'}")
 
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         if not memory:
             memory = {label: peak_memory(step, device) for label, step in steps.items()}
         print(f"\n-- {n} thread{'s' if n > 1 else ''}" if device.type == "cpu" else f"\n-- {device}")
-        print(f"  {'method':<36} {'wall ms':>8} {'(IQR)':>13} {'x dense (rounds IQR)':>21} {'CPU ms':>8} "
+        print(f"  {'method':<36} {'wall ms':>8} {'(IQR)':>13} {'x dense (IQR)':>21} {'CPU ms':>8} "
               f"{'x dense':>8} {'peak MiB':>9}")
         for label, timing in t.items():
             lo_q, hi_q = timing.iqr
@@ -107,8 +107,8 @@ def main(argv=None) -> int:
                   f"{f'{r:.2f} ({lo:.2f}-{hi:.2f})':>21} {1e3 * timing.cpu_median:8.1f} "
                   f"{timing.cpu_median / t[FLOOR].cpu_median:8.2f} {memory[label] / 2**20:9.1f}")
         peers = [label for label in PEERS if label in t]
-        print(f"targets at {n} thread{'s' if n > 1 else ''} (wall-time ratio of medians):" if device.type == "cpu"
-              else "targets (wall-time ratio of medians):")
+        print(f"targets at {n} thread{'s' if n > 1 else ''} (wall time, median of per-round ratios):" if device.type == "cpu"
+              else "targets (wall time, median of per-round ratios):")
         for ours_label in (SURROGATE, STE):
             print(verdict(f"{ours_label} / dense floor", t[ours_label], t[FLOOR], TARGET_FLOOR))
         if peers:
