@@ -56,7 +56,8 @@ def ours(w: Workload, batches, device, mode: str = "surrogate", rho: float = 0.0
     """The toolkit's own iteration (training/step.py Updater): baseline (rho 0) or SAST."""
     torch.manual_seed(0)
     model = SNN(preset("mlp", INPUT_SHAPE, CLASSES, hidden=w.hidden, alpha=w.alpha, theta_init=w.theta, k=w.k))
-    model.to(device).mode = mode
+    model.to(device)
+    model.mode = mode
     for lif in model.lifs:
         lif.fused = fused
     update = Updater(model, build_optimizer(model, "adam", LR), model.project_, rho=rho)

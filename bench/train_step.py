@@ -21,9 +21,11 @@ from . import networks
 from .harness import interleaved, machine, peak_memory, ratio, resolve_device
 
 FLOOR, SURROGATE, STE, SAST = "dense floor (ReLU)", "ours surrogate", "ours STE", "ours SAST"
-PEERS = {"snnTorch Leaky (STE)": ("snntorch", lambda w, b, d: networks.snntorch_leaky(w, b, d)),
-         "SpikingJelly LIFNode (surrogate)": ("spikingjelly", lambda w, b, d: networks.spikingjelly_lif(w, b, d, False)),
-         "SpikingJelly LIFNode (STE)": ("spikingjelly", lambda w, b, d: networks.spikingjelly_lif(w, b, d, True))}
+PEERS = {  # row -> (package, builder(workload, batches, device))
+    "snnTorch Leaky (STE)": ("snntorch", networks.snntorch_leaky),
+    "SpikingJelly LIFNode (surrogate)": ("spikingjelly", lambda w, b, d: networks.spikingjelly_lif(w, b, d, False)),
+    "SpikingJelly LIFNode (STE)": ("spikingjelly", lambda w, b, d: networks.spikingjelly_lif(w, b, d, True)),
+}
 TARGET_FLOOR, TARGET_PEER, TARGET_SAST = 1.15, 1.0, 2.0
 
 
@@ -107,8 +109,8 @@ def main(argv=None) -> int:
                   f"{f'{r:.2f} ({lo:.2f}-{hi:.2f})':>21} {1e3 * timing.cpu_median:8.1f} "
                   f"{timing.cpu_median / t[FLOOR].cpu_median:8.2f} {memory[label] / 2**20:9.1f}")
         peers = [label for label in PEERS if label in t]
-        print(f"targets at {n} thread{'s' if n > 1 else ''} (wall time, median of per-round ratios):" if device.type == "cpu"
-              else "targets (wall time, median of per-round ratios):")
+        where = f" at {n} thread{'s' if n > 1 else ''}" if device.type == "cpu" else ""
+        print(f"targets{where} (wall time, median of per-round ratios):")
         for ours_label in (SURROGATE, STE):
             print(verdict(f"{ours_label} / dense floor", t[ours_label], t[FLOOR], TARGET_FLOOR))
         if peers:

@@ -175,7 +175,8 @@ class LIF(nn.Module):
         self.theta = nn.Parameter(torch.full(self.shape, float(theta_init)))
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, alpha={self.alpha}, mode={self.mode}, surrogate={self.surrogate}, fused={self.fused}"
+        return (f"shape={self.shape}, alpha={self.alpha}, mode={self.mode}, surrogate={self.surrogate}, "
+                f"fused={self.fused}")
 
     def forward(self, current: torch.Tensor, return_potentials: bool = False):
         if self.fused and self.mode in ("surrogate", "ste") and not return_potentials:

@@ -36,7 +36,7 @@ class Surrogate:
         kx = self.k * x
         if self.name == "arctan":
             return torch.atan(kx, out=out).div_(math.pi).add_(0.5)
-        # |k x| = k |x| exactly (k > 0), so these are the same roundings as the formula above
+        # |k x| = k |x| exactly (k > 0): the same roundings as 1/2 (1 + k x / (1 + k |x|))
         return torch.div(kx, kx.abs().add_(1.0), out=out).add_(1.0).mul_(0.5)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
