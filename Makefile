@@ -11,8 +11,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
-	$(PY) bench/train_step.py
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench
 
 $(VENV)/bin/python:
 	@PY310=$$(tools/find-python310) && echo "creating $(VENV) with $$PY310" && $$PY310 -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/bin/python:
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -e .
 	@touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[bench]"
+	@touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[test]"

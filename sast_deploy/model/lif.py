@@ -5,23 +5,30 @@
         = sigma(u_t - theta)     surrogate: smooth, exact gradient
         = H(u_t - theta)         ste:       hard forward, sigma' backward
 
-`lif_step` is the single definition of one step; the module only loops it over time.
+`lif_step` is the single definition of one step. `integrate` loops it over time with autograd
+recording every operation: the reference. `LIFRecurrence` loops the same `lif_step` without a graph
+and backpropagates through time by hand: the fast path of training, checked against the reference
+in tests/test_lif_fused.py (values, gradients, spikes).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .surrogates import Surrogate
 
 MODES = ("surrogate", "hard", "ste")
 
 
-def heaviside(x: torch.Tensor) -> torch.Tensor:
-    """H(x) = 1 if x > 0 else 0 (strict: a potential exactly at threshold does not spike)."""
-    return (x > 0).to(x.dtype)
+def heaviside(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """H(x) = 1 if x > 0 else 0 (strict: a potential exactly at threshold does not spike); written
+    into `out` when given."""
+    # straight into a tensor of x's dtype: on CPU, (x > 0).to(dtype) costs ~5x more (a bool tensor, then a cast)
+    return torch.gt(x, 0, out=torch.empty_like(x) if out is None else out)
 
 
 class _STEHeaviside(torch.autograd.Function):
@@ -70,14 +77,91 @@ def integrate(current: torch.Tensor, step, return_potentials: bool = False):
     return (out, torch.stack(potentials)) if return_potentials else out
 
 
+# Per-step tensors up to this size gain nothing from intra-op threads, only synchronisation: VML
+# functions (atan) split from 2048 elements, and with other jobs on the cores every parallel
+# region waits for a descheduled thread (atan on [64, 256]: 6 us at 1 thread; 1.5 ms at 2 threads
+# on 2 busy cores). Above it, per-step work is large enough to share.
+SERIAL_STEP_ELEMENTS = 1 << 16
+
+
+@contextlib.contextmanager
+def _serial_if_small(step: torch.Tensor):
+    """One intra-op thread while the recurrence runs over CPU steps of at most SERIAL_STEP_ELEMENTS."""
+    threads = torch.get_num_threads()
+    if step.device.type != "cpu" or step.numel() > SERIAL_STEP_ELEMENTS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class LIFRecurrence(torch.autograd.Function):
+    """spikes = LIFRecurrence.apply(current, theta, alpha, surrogate, ste): the whole recurrence as
+    one autograd node, for training. Forward: `lif_step` over time without a graph (the operations
+    `integrate` runs, so the same values bit for bit), each spike written straight into the output.
+    Backward: BPTT by hand, with sigma'_t = surrogate.grad(x_t) at the margins x_t = u_t - theta in
+    both modes (ste: the forward spikes are H):
+
+        a_t    = (g_t - theta du_{t+1}) sigma'_t         g_t - theta du_{t+1} = dL/ds_t (s_t resets u_{t+1})
+        du_t   = a_t + alpha du_{t+1}                    du_{T+1} = 0;  dI_t = du_t
+        dtheta = -sum_{t, batch} (a_t + du_{t+1} s_t)    threshold term, reset term
+
+    It keeps the margins (the tensors lif_step hands to the spike function) and its output, where
+    autograd through `integrate` keeps several tensors per step, and runs ~9 operations per step on
+    [B, *shape] tensors, in place where it can. First-order only: gradients of gradients need
+    `LIF(fused=False)`.
+    """
+
+    @staticmethod
+    def forward(ctx, current, theta, alpha, surrogate, ste):
+        spikes, margins = torch.empty_like(current), []
+        u = s = torch.zeros_like(current[0])
+        with _serial_if_small(u):
+            for i, row in zip(current.unbind(0), spikes.unbind(0)):
+                def spike(x):  # called by lif_step within this iteration: `row` is this step's
+                    margins.append(x)
+                    return heaviside(x, row) if ste else surrogate(x, row)
+                u, s = lif_step(u, s, i, alpha, theta, spike)
+        ctx.save_for_backward(spikes, theta)
+        ctx.margins = margins  # intermediate tensors: kept on ctx, freed with the graph
+        ctx.alpha, ctx.sigma_grad = alpha, surrogate.grad
+        return spikes
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        spikes, theta = ctx.saved_tensors
+        margins, alpha, sigma_grad = ctx.margins, ctx.alpha, ctx.sigma_grad
+        want_theta = ctx.needs_input_grad[1]
+        d_current = torch.empty_like(spikes)
+        d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
+        du = torch.zeros_like(spikes[0])
+        steps = zip(grad.unbind(0), margins, spikes.unbind(0), d_current.unbind(0))
+        with _serial_if_small(du):
+            for g, x, s, d in reversed(list(steps)):
+                a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
+                if want_theta:
+                    d_theta.add_(a).addcmul_(du, s)
+                du = torch.add(a, du, alpha=alpha, out=d)
+        d_theta = d_theta.sum_to_size(theta.shape).neg_() if want_theta else None
+        return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
+
+
 class LIF(nn.Module):
     """A layer of LIF neurons over a time-major input current [T, B, *shape] -> spikes [T, B, *shape].
 
     theta (per neuron) is learned and kept >= theta_min by `project_()`; alpha is fixed. State
-    starts at zero for every sequence, so each call is one independent sequence.
+    starts at zero for every sequence, so each call is one independent sequence. Surrogate and STE
+    modes run `LIFRecurrence` unless `fused` is False or potentials are asked for (then autograd
+    records `integrate`, which also supports higher-order gradients); hard mode always runs
+    `integrate` (it has no gradient to speed up).
     """
 
-    def __init__(self, shape, alpha: float, theta_init: float, surrogate: Surrogate, theta_min: float = 0.05):
+    def __init__(self, shape, alpha: float, theta_init: float, surrogate: Surrogate, theta_min: float = 0.05,
+                 fused: bool = True):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -88,15 +172,18 @@ class LIF(nn.Module):
         self.theta_min = float(theta_min)
         self.surrogate = surrogate
         self.mode = "surrogate"
+        self.fused = fused
         self.theta = nn.Parameter(torch.full(self.shape, float(theta_init)))
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, alpha={self.alpha}, mode={self.mode}, surrogate={self.surrogate}"
+        return (f"shape={self.shape}, alpha={self.alpha}, mode={self.mode}, surrogate={self.surrogate}, "
+                f"fused={self.fused}")
 
     def forward(self, current: torch.Tensor, return_potentials: bool = False):
+        if self.fused and self.mode in ("surrogate", "ste") and not return_potentials:
+            return LIFRecurrence.apply(current, self.theta, self.alpha, self.surrogate, self.mode == "ste")
         spike = spike_function(self.mode, self.surrogate)
-        step = lambda u, s, i: lif_step(u, s, i, self.alpha, self.theta, spike)  # noqa: E731
-        return integrate(current, step, return_potentials)
+        return integrate(current, lambda u, s, i: lif_step(u, s, i, self.alpha, self.theta, spike), return_potentials)
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -31,16 +31,19 @@ class Surrogate:
         if not (self.k > 0 and math.isfinite(self.k)):
             raise ValueError(f"surrogate steepness k must be positive and finite, got {self.k}")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """sigma(x); written into `out` when given (no autograd then: LIFRecurrence's forward)."""
+        kx = self.k * x
         if self.name == "arctan":
-            return 0.5 + torch.atan(self.k * x) / math.pi
-        return 0.5 * (1.0 + self.k * x / (1.0 + self.k * x.abs()))
+            return torch.atan(kx, out=out).div_(math.pi).add_(0.5)
+        # |k x| = k |x| exactly (k > 0): the same roundings as 1/2 (1 + k x / (1 + k |x|))
+        return torch.div(kx, kx.abs().add_(1.0), out=out).add_(1.0).mul_(0.5)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        """sigma'(x), used by the straight-through estimator."""
+        """sigma'(x): the gradient in STE mode, and of both modes in LIFRecurrence's backward."""
         if self.name == "arctan":
-            return self.k / (math.pi * (1.0 + (self.k * x) ** 2))
-        return self.k / (2.0 * (1.0 + self.k * x.abs()) ** 2)
+            return (self.k / math.pi) / (1.0 + (self.k * x).square())
+        return (self.k / 2.0) / (1.0 + self.k * x.abs()).square()
 
     @property
     def B1(self) -> float:
