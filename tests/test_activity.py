@@ -1,6 +1,8 @@
 """Activity metrics (evaluation/activity.py): the counts against NeuroBench's method written out
 independently in torch, exact conv fan-out at padded borders, footprint and connection sparsity,
 and the PyTorch model, the emulator and Lava agreeing on every integer for one exported artifact."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -150,7 +152,7 @@ def test_torch_emulator_and_lava_agree_on_every_count(conv_run, precision):
     activity = {b: r["activity"] for b, r in reports.items()}
     if precision == "float":  # the PyTorch hard model (float64), its own fold, the same samples
         test = load_frames("nmnist-small", "test", T, progress=False)
-        activity["torch"] = model_activity(model.double(), test.subset(subset(len(test), limit)))
+        activity["torch"] = model_activity(copy.deepcopy(model).double(), test.subset(subset(len(test), limit)))
     totals = {b: a["totals"] for b, a in activity.items()}
     assert all(t == totals["emulator"] for t in totals.values()), totals
     assert all(v > 0 for v in totals["emulator"]["spikes"] + totals["emulator"]["effective_synops"])
