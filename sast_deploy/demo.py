@@ -30,12 +30,16 @@ def run(args) -> int:
         cfg = TrainConfig(**{**base.to_dict(), "rho": rho, "out": str(Path(args.out) / name)})
         print(f"\n{cfg.method} (rho {rho}) -> {cfg.out}")
         rows.append(train(cfg, overwrite=True, data=data))
-    print(f"\n{'method':<10}{'rho':>6}{'surrogate':>11}{'hard':>8}{'gap':>8}{'s/epoch':>9}")
+    print(f"\n{'method':<10}{'rho':>6}{'surrogate':>11}{'hard':>8}{'gap':>8}{'s/epoch':>9}{'spikes/inf':>12}"
+          f"{'synops/inf':>12}")
     for s in rows:
         print(f"{s['method']:<10}{s['rho']:>6.2f}{s['surrogate_acc']:>11.3f}{s['hard_acc']:>8.3f}"
-              f"{s['transfer_gap']:>+8.3f}{s['time_per_epoch_s']:>9.2f}")
+              f"{s['transfer_gap']:>+8.3f}{s['time_per_epoch_s']:>9.2f}{s['spikes_per_inference']:>12.1f}"
+              f"{s['synops_per_inference']:>12.0f}")
     print(f"\ntest split, {rows[0]['samples']} recordings, model of the best validation epoch; "
           f"SAST/baseline time per epoch {rows[1]['time_per_epoch_s'] / rows[0]['time_per_epoch_s']:.2f}x")
+    print("spikes/inf, synops/inf: hard-mode spikes and effective synaptic operations per test recording "
+          "(docs/activity.md)")
     print(f"summaries: {args.out}/baseline/summary.json, {args.out}/sast/summary.json")
     report = evaluate_and_report(args.out)  # robustness grid, diagnostics, tables and plots of the demo's runs
     print(f"report: {report['markdown']} (plots in {report['markdown'].parent / 'plots'})")

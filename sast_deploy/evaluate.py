@@ -9,6 +9,7 @@ import sys
 from .cliargs import choice_list, float_list
 from .data.corruptions import CORRUPTIONS, SEVERITIES
 from .errors import SastError
+from .evaluation.activity import format_activity
 from .evaluation.protocol import MODES, evaluate_run
 from .training.rundir import EVALUATION_FILE
 
@@ -40,6 +41,7 @@ def format_result(r: dict) -> str:
         c = r["calibration"]
         lines.append(f"  calibrated copy ({c['method']}, lambdas {c['lambdas']}): surrogate = source thresholds, "
                      "hard = calibrated thresholds")
+    lines.append(f"  hard-mode activity per inference: {format_activity(r)}")
     pc = r["per_class"]
     lines.append("  per class  " + "".join(f"{str(c)[:6]:>7}" for c in pc["classes"]))
     for m in MODES:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .data.datasets import DATASETS
+from .evaluation.activity import format_activity
 from .hardware_sim.backends import BACKENDS
 from .hardware_sim.simulation import simulate
 from .jsonio import write_json
@@ -62,7 +63,8 @@ def format_report(r: dict) -> str:
              f"surrogate {_num(r['surrogate_accuracy'])}",
              f"  transfer gap {_num(r['transfer_gap'], '+.3f')}"
              + (f"   quantization gap {_num(r['quantization_gap'], '+.3f')}" if r["precision"] == "fixed" else "")
-             + f"   {_num(r['samples_per_s'], '.1f')} samples/s ({r['backend']} alone)"]
+             + f"   {_num(r['samples_per_s'], '.1f')} samples/s ({r['backend']} alone)",
+             f"  activity per inference: {format_activity(r)}"]
     if r["agreement"] is not None:
         lines.append(f"  against the {r['reference']}: agreement {r['agreement']:.3f}, spike mismatches "
                      f"{r['spike_mismatches']} (per layer {r['spike_mismatches_per_layer']})")
@@ -105,10 +107,11 @@ def deploy_and_simulate(run_dir, lava_samples: int = 20, progress: bool | None =
 
 
 def format_table(reports: list[dict]) -> str:
-    """Backends side by side: accuracy, the PyTorch model's on the same samples, the gaps, and the
-    spikes that differ from each backend's reference."""
+    """Backends side by side: accuracy, the PyTorch model's on the same samples, the gaps, spikes and
+    synaptic operations per inference, and the spikes that differ from each backend's reference."""
     lines = [f"{'backend':<9}{'precision':<10}{'samples':>7}{'accuracy':>9}{'torch hard':>11}{'surrogate':>10}"
-             f"{'transfer gap':>13}{'quant. gap':>11}{'spike mismatches':>17}  reference"]
+             f"{'transfer gap':>13}{'quant. gap':>11}{'spikes/inf':>11}{'synops/inf':>11}{'spike mismatches':>17}"
+             "  reference"]
     for r in reports:
         mismatches = "-" if r["spike_mismatches"] is None else str(r["spike_mismatches"])
         reference = "(is the reference)" if r["spike_mismatches"] is None and r["reference"] else r["reference"]
@@ -116,6 +119,7 @@ def format_table(reports: list[dict]) -> str:
                      f"{_num(r['torch_hard_accuracy']):>11}{_num(r['surrogate_accuracy']):>10}"
                      f"{_num(r['transfer_gap'], '+.3f'):>13}"
                      f"{_num(r['quantization_gap'], '+.3f') if r['precision'] == 'fixed' else '-':>11}"
+                     f"{_num(r['spikes_per_inference'], '.1f'):>11}{_num(r['synops_per_inference'], '.0f'):>11}"
                      f"{mismatches:>17}  {reference or '-'}")
     return "\n".join(lines)
 

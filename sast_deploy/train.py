@@ -11,6 +11,7 @@ from dataclasses import fields
 from .data.datasets import DATASETS
 from .data.framing import INPUT_NORMS
 from .errors import ConfigError
+from .evaluation.activity import format_activity
 from .model.spec import POOLS, PRESETS
 from .model.surrogates import SURROGATES
 from .training.config import BN_MODES, FORWARDS, SAM_SYNCS, SELECTIONS, TrainConfig
@@ -108,6 +109,7 @@ def run(args) -> int:
     print(f"{out}: {s['method']}, epoch {s['selected_epoch']} selected; test surrogate {s['surrogate_acc']:.3f}  "
           f"hard {s['hard_acc']:.3f}  gap {s['transfer_gap']:+.3f}  ({s['time_per_epoch_s']:.2f} s/epoch, "
           f"peak {s['peak_mem_mb']:.0f} MB)  -> {out}/summary.json")
+    print(f"  hard-mode activity per inference: {format_activity(s)}")
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from ..data.corruptions import CORRUPTIONS
 from .records import RunRecord, group_label, group_order
@@ -129,4 +130,38 @@ def gap_strip(records: list[RunRecord], path: Path) -> Path:
     ax.set_ylabel("transfer gap (surrogate - hard)")
     ax.set_title("transfer gap per seed (bar: median)")
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def accuracy_vs_synops(rows: list[dict], path: Path) -> Path:
+    """Hard accuracy against effective synaptic operations (left) and spikes (right) per inference,
+    one colour per method and rho: seeds as points, the group's median as an open diamond. `rows`:
+    activity_report.activity_rows."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["rho"]), []).append(row)
+    order = sorted(groups, key=group_order)
+    colors = colormaps["tab10" if len(order) <= 10 else "tab20"]
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, xlabel in ((axes[0], "synops_per_inference", "effective synaptic operations per inference"),
+                            (axes[1], "spikes_per_inference", "spikes per inference")):
+        for i, g in enumerate(order):
+            pts = [(r[key], r["hard_acc"]) for r in groups[g] if r[key] is not None and r["hard_acc"] is not None]
+            if not pts:
+                continue
+            x, y = np.array(pts, dtype=np.float64).T
+            color = colors(i % colors.N)
+            ax.scatter(x, y, s=18, alpha=0.7, color=color, zorder=3)
+            ax.scatter(np.median(x), np.median(y), s=70, marker="D", facecolors="none", edgecolors=color,
+                       linewidths=1.5, zorder=4, label=group_label(*g))
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 485.8k: readable where differences are small
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("hard accuracy (test)")
+    axes[0].set_title("accuracy vs synaptic operations (hard mode; x axis zoomed)", fontsize=10)
+    axes[1].set_title("accuracy vs spikes (hard mode; x axis zoomed)", fontsize=10)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), title="seeds; median (diamond)",
+                   title_fontsize=7)
     return _save(fig, path)

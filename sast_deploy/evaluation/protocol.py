@@ -19,7 +19,9 @@ from ..jsonio import write_json
 from ..training.calibration import source_model
 from ..training.rundir import EVALUATION_FILE, load_run, read_metrics
 from .accuracy import per_class_accuracy, predict
+from .activity import headline
 from .diagnostics import diagnose
+from .model_activity import model_activity
 from .robustness import robustness_grid
 
 MODES = ("surrogate", "hard")
@@ -47,6 +49,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, robustness: bool =
         "per_class": {"classes": classes,
                       "support": np.bincount(frames.labels, minlength=len(classes)).tolist(),
                       **{m: per_class_accuracy(preds[m], frames.labels, len(classes)) for m in MODES}},
+        **headline(model_activity(models["hard"], frames, batch_size)),  # hard mode (docs/activity.md)
     }
     if robustness:
         recs = run.recordings(split, data_dir) if "time-jitter" in corruptions else None

@@ -14,7 +14,9 @@ from pathlib import Path
 from ..data.corruptions import CORRUPTIONS
 from ..errors import SastError
 from ..jsonio import write_json
-from .plots import accuracy_vs_rho, gap_strip, robustness_curves
+from .activity import HEADLINE
+from .activity_report import activity_rows, activity_table, activity_value
+from .plots import accuracy_vs_rho, accuracy_vs_synops, gap_strip, robustness_curves
 from .protocol import evaluate_run
 from .records import CALIBRATED, RunRecord, find_runs, group_label, group_order
 from .stats import summarize
@@ -67,7 +69,8 @@ def runs_table(records) -> list[dict]:
     keys = ("surrogate_acc", "hard_acc", "transfer_gap", "time_per_epoch_s", "peak_mem_mb", "B1", "M_theta_hat",
             "gamma_hat", "samples")
     return [{"label": r.label, "method": r.method, "rho": r.rho, "seed": r.seed, "dir": os.fspath(r.dir),
-             **{k: r.summary.get(k) for k in keys}, "lambdas": r.summary.get("lambdas")} for r in records]
+             **{k: r.summary.get(k) for k in keys}, "lambdas": r.summary.get("lambdas"),
+             **{k: activity_value(r, k) for k in HEADLINE}} for r in records]
 
 
 def paired_gaps(records) -> list[dict]:
@@ -264,9 +267,20 @@ def _diagnostics_section(rows: list[dict]) -> list[str]:
             _md(["method", "seeds"] + [name for _, name in columns], body), ""]
 
 
+def _activity_section(rows: list[dict]) -> list[str]:
+    return ["## Activity (hard mode, per inference)", "",
+            "Spikes of all LIF layers and effective synaptic operations (ACs on spikes + MACs on graded "
+            "values: a nonzero input times a nonzero weight, on the folded network) per test recording, "
+            "NeuroBench's definitions (docs/activity.md); activation sparsity = 1 - spike rate. mean ± std over "
+            "seeds; x baseline = ratio of means; per-seed values, operation counts and footprint in activity.csv.",
+            "", _md(*activity_table(rows)), ""]
+
+
 def markdown(folder: Path, records, tables: dict, plots: dict) -> str:
     """report.md: every table that has rows, then the plots."""
     parts = _intro(folder, records) + _accuracy_section(tables) + _cost_section(tables["table4"])
+    if tables["activity"]:
+        parts += _activity_section(tables["activity"])
     if tables["calibration"]:
         parts += _calibration_section(tables["calibration"])
     if tables["robustness"]:
@@ -298,7 +312,8 @@ def write_report(folder, out=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tables = {"table2": table2(records), "runs": runs_table(records), "paired_gaps": paired_gaps(records),
               "table4": table4(records), "calibration": calibration_table(records),
-              "robustness": robustness_table(records), "diagnostics": diagnostics_table(records)}
+              "robustness": robustness_table(records), "diagnostics": diagnostics_table(records),
+              "activity": activity_rows(records)}
     paths = {}
     for name, rows in tables.items():
         if rows:
@@ -310,6 +325,8 @@ def write_report(folder, out=None) -> dict:
     if any(r.method in ("baseline", "sast") and r.evaluation and "robustness" in r.evaluation for r in records):
         plots["robustness"] = robustness_curves(records, out / "plots" / "robustness.png")
     plots["gap_strip"] = gap_strip(records, out / "plots" / "gap_strip.png")
+    if tables["activity"]:
+        plots["accuracy_vs_synops"] = accuracy_vs_synops(tables["activity"], out / "plots" / "accuracy_vs_synops.png")
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text(markdown(folder, records, tables, plots))
     paths["json"] = out / "report.json"

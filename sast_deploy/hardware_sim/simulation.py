@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ArtifactError, BackendError, ConfigError, SastError
+from ..evaluation.activity import ActivityMeter, headline
 from ..export.deployed import DeployedNetwork
 from .backends import require_backend
 from .conformance import explain_flips, first_mismatch, layer_mismatches
@@ -147,16 +148,17 @@ def _pair(result):
     return result.logits, result.spikes
 
 
-def _fixed_reference_network(art: Artifact, source: Source | None) -> DeployedNetwork | None:
-    """The integers the fixed-point reference runs: the artifact's own, or for an ONNX file those
-    export derives again from the source run (deterministic: the same integers)."""
+def _deployed_network(art: Artifact, source: Source | None, precision: str) -> DeployedNetwork | None:
+    """The folded network the backend runs (the fixed-point reference's integers; what activity is
+    counted on): the artifact's own, or for an ONNX file the one export derives again from the
+    source run (deterministic: the same numbers); None without either."""
     if art.network is not None:
         return art.network
     if source is None:
         return None
     from ..export.command import deploy
 
-    return deploy(source.model, source.run.meta, source.run.summary, str(source.dir), "fixed", False)[0]
+    return deploy(source.model, source.run.meta, source.run.summary, str(source.dir), precision, False)[0]
 
 
 @dataclass
@@ -184,7 +186,9 @@ class Simulation:
     def __init__(self, art: Artifact, backend: str, precision: str, source: Source | None, check: bool):
         self.art, self.backend, self.precision, self.source, self.check = art, backend, precision, source, check
         self.run_backend = _backend(backend, art, precision, source)
-        self.ref_net = _fixed_reference_network(art, source) if precision == "fixed" else None
+        self.net = _deployed_network(art, source, precision)
+        self.ref_net = self.net if precision == "fixed" else None
+        self.meter = ActivityMeter(self.net, precision)  # the backend's own spikes (docs/activity.md)
         # where torch_hard_accuracy comes from, and what agreement and spike_mismatches compare with
         self.hard_from = FLOAT_REFERENCE if source else DERIVED_HARD if art.network is not None else None
         self.reference = (FIXED_REFERENCE if self.ref_net is not None else None) if precision == "fixed" \
@@ -200,6 +204,8 @@ class Simulation:
             notes.append("agreement and spike_mismatches: no reference network without the source run")
         elif self.is_self:
             notes.append(f"agreement and spike_mismatches: the {self.reference} is this backend itself")
+        if self.net is None:
+            notes.append("synaptic operations: counted on the folded network, which an ONNX file needs its source run for")
         return notes
 
     @property
@@ -215,6 +221,7 @@ class Simulation:
         tally.seconds += time.perf_counter() - t0
         tally.samples += len(labels)
         tally.correct += int((np.argmax(logits, 1) == labels).sum())
+        self.meter.add(x, spikes)
         hard = derived = None
         if self.source is not None:
             hard = self.source.float64(x, "hard", potentials=self.check and self.precision == "float")
@@ -270,7 +277,7 @@ class Simulation:
             "spike_mismatches": int(t.per_layer.sum()) if compared else None,
             "transfer_gap": None if surrogate is None or accuracy is None else surrogate - accuracy,
             "quantization_gap": hard_acc - accuracy if self.precision == "fixed" and hard_acc is not None else None,
-            "samples_per_s": n / t.seconds if t.seconds > 0 else None,
+            "samples_per_s": n / t.seconds if t.seconds > 0 else None, **headline(self.meter.result()),
             "artifact": str(art.path), "dataset": frames.dataset, "split": split, "T": art.T,
             "source_run": str(self.source.dir) if self.source else None, "reference": self.reference,
             "torch_hard_reference": self.hard_from, "surrogate_accuracy": surrogate,

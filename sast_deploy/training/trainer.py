@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from ..data.frames import FrameSet, load_frames
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..evaluation.activity import headline
+from ..evaluation.model_activity import model_activity
 from ..evaluation.theory import theory_constants
 from ..jsonio import append_jsonl, read_json, write_json, write_jsonl
 from ..model.checkpoint import load_model, save_model
@@ -299,7 +301,8 @@ class _Run:
                                            "bn", "pool", "T", "batch_size", "optimizer", "lr", "schedule",
                                            "qat", "init_from")},
         }
-        if world.main:
+        if world.main:  # hard-mode spikes and synaptic operations on the whole test split (docs/activity.md)
+            summary.update(headline(model_activity(model, self.data["test"], device=self.device)))
             save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
             write_json(self.out / "summary.json", summary)
         return summary
