@@ -11,7 +11,7 @@ from .data.framing import INPUT_NORMS
 from .errors import ConfigError
 from .model.spec import POOLS, PRESETS
 from .model.surrogates import SURROGATES
-from .training.config import BN_MODES, FORWARDS, SELECTIONS, TrainConfig
+from .training.config import BN_MODES, BN_RECALIBRATIONS, FORWARDS, SELECTIONS, TrainConfig
 from .training.optim import OPTIMIZERS, SCHEDULES
 from .training.trainer import resume, train
 
@@ -22,12 +22,15 @@ FLAGS = {
     "T": ("time bins per recording", None),
     "input_norm": ("binary: 1 where any event fell in a voxel; max: count / the sample's largest count", INPUT_NORMS),
     "max_samples": ("use a fixed subset of at most this many recordings per split (0 = all), for quick runs", None),
-    "preset": ("network architecture", PRESETS),
+    "preset": ("network architecture: mlp, conv, or conv-bn (conv with training-mode BatchNorm; practical "
+               "extension outside the theory)", PRESETS),
     "spec": ("network spec JSON file (instead of --preset and its options)", None),
     "hidden": ("hidden LIF units (mlp preset)", None),
+    "dense": ("conv presets: LIF units of a dense layer before the readout (0 = none)", None),
     "bn": ("norm after each linear/conv: none, affine (inference-mode, folds at export) or train "
-           "(training-mode BatchNorm; practical extension outside the theory)", list(BN_MODES)),
-    "pool": ("pooling in the conv preset: avg, or max (practical extension outside the theory)", POOLS),
+           "(training-mode BatchNorm; practical extension outside the theory; conv-bn has it built in)",
+           list(BN_MODES)),
+    "pool": ("pooling in the conv presets: avg, or max (practical extension outside the theory)", POOLS),
     "alpha": ("membrane leak per step", None),
     "theta_init": ("initial per-neuron threshold", None),
     "surrogate": ("surrogate spike function sigma", SURROGATES),
@@ -56,6 +59,9 @@ FLAGS = {
     "gamma_max": ("theory-aligned bound on gamma (< 1)", None),
     "select": ("model kept in model.safetensors: best validation surrogate accuracy, or last epoch", SELECTIONS),
     "checkpoint_every": ("also checkpoint every N iterations (0 = at epoch ends only)", None),
+    "bn_recalibrate": ("at the end, also write RUN/bn-hard: BatchNorm statistics re-estimated with hard-spike "
+                       "forward passes over the training split (as `sast-deploy calibrate --bn-recalibrate`)",
+                       BN_RECALIBRATIONS),
     "device": ("torch device; auto = CUDA when present, else CPU", None),
     "out": ("run directory to write", None),
 }
