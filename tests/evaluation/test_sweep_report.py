@@ -43,7 +43,9 @@ def test_plan_gives_every_method_every_seed():
     assert sorted({r.rho for r in by_method["sast"]}) == [0.1, 0.3]
     assert {tuple(r.train_flags) for r in by_method["asam"]} == {("--rho", "0.3", "--asam")}
     assert {tuple(r.train_flags) for r in by_method["ste"]} == {("--rho", "0", "--forward", "ste")}
-    assert all(r.calibrate == (r.method in ("baseline", "sast")) for r in runs)
+    assert all(r.copies == (["calibration"] if r.method in ("baseline", "sast") else []) for r in runs)
+    bn = plan_runs([0, 0.1], [0], controls=["calibration", "bn-reestimation"])
+    assert [r.copies for r in bn] == [["calibration", "bn-reestimation"]] * 2
     assert len({r.name for r in runs}) == len(runs)
     with pytest.raises(SastError, match="distinct"):
         plan_runs([0], [1, 1])
