@@ -107,6 +107,11 @@ def test_bn_recalibrated_copy_is_a_run_that_evaluate_reads(bn_run, tmp_path, cap
     assert cli(["calibrate", "--run", str(out)]) == 2
     assert cli(["evaluate", "--run", str(out), "--diagnostics", "--out", str(ev)]) == 2
     assert "post-hoc copy" in capsys.readouterr().err
+    # the report gives the copy its own row and section
+    assert cli(["report", str(bn_run), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| baseline + BN re-estimation |" in md and "## BatchNorm re-estimation" in md
+    assert f"{rec['test']['source_hard_acc']:.3f} -> {s['hard_acc']:.3f}" in md
 
 
 def test_bn_recalibration_refuses_networks_without_batchnorm(tmp_path, capsys):
