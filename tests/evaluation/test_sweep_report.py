@@ -144,3 +144,33 @@ def test_stale_evaluations_are_left_out_and_the_demo_step_renews_them(sweep, tmp
     md = paths["markdown"].read_text()
     assert "without a current evaluation.json" not in md and "## Robustness" in md and "## Theory diagnostics" in md
     assert {"plot_accuracy_vs_rho", "plot_robustness", "plot_gap_strip"} <= set(paths)
+
+
+def test_study_report_gives_one_row_per_setting_from_the_runs_own_summaries(sweep, capsys):
+    other = sweep.parent / "narrow"
+    assert cli(["sweep", "--rho", "0", "--seeds", "0,1", "--controls", "calibration", "--eval-extras", "none",
+                "--epochs", "1", "--train-args", "--T 4 --hidden 8", "--jobs", "2", "--out", str(other)]) == 0
+    assert not (other / "runs" / "baseline-rho0-seed0" / "evaluation.json").exists()  # --eval-extras none
+    assert cli(["report", str(sweep.parent)]) == 0
+    assert "differ in hidden" in (sweep.parent / "report" / "report.md").read_text()  # pooled rows are flagged
+    assert cli(["report", str(sweep.parent), "--by", "hidden"]) == 0
+    assert "| hidden=8 |" in capsys.readouterr().out
+    rep = sweep.parent / "report"
+    rows = {(r["setting"], r["label"]): r for r in read_csv(rep / "study.csv")}
+    assert set(rows) == {(f"hidden={h}", label) for h in (8, 16) for label in ("baseline", "baseline + calibration")} \
+        | {("hidden=16", "SAST rho=0.1"), ("hidden=16", "SAST rho=0.1 + calibration")}
+    for h, folder in ((8, other), (16, sweep)):
+        gaps = [read_json(folder / "runs" / f"baseline-rho0-seed{s}" / "summary.json")["transfer_gap"] for s in (0, 1)]
+        row = rows[(f"hidden={h}", "baseline")]
+        assert row["gap_per_seed"] == " / ".join(f"{g:.3f}" for g in gaps) and row["seeds"] == "0 / 1"
+        assert float(row["gap_median"]) == pytest.approx(sum(gaps) / 2)
+    sast = [read_json(sweep / "runs" / f"sast-rho0.1-seed{s}" / "summary.json")["hard_acc"]
+            - read_json(sweep / "runs" / f"baseline-rho0-seed{s}" / "summary.json")["hard_acc"] for s in (0, 1)]
+    assert float(rows[("hidden=16", "SAST rho=0.1")]["hard_delta_median"]) == pytest.approx(sum(sast) / 2)
+    md = (rep / "study.md").read_text()
+    assert "## Transfer gap after the post-hoc controls" in md and "paired by seed" in md
+    for name in ("study_gap", "study_accuracy"):
+        image = matplotlib.image.imread(rep / "plots" / f"{name}.png")
+        assert image.shape[0] > 300 and image.std() > 0.05, name
+    assert cli(["report", str(sweep.parent), "--by", "nosuch"]) == 2
+    assert "these differ between them: hidden" in capsys.readouterr().err
