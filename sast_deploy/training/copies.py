@@ -18,7 +18,7 @@ from ..model.network import SNN
 from .rundir import CONFIG_FILE, EVALUATION_FILE, MODEL_FILE, SUMMARY_FILE, Run
 
 POSTHOC_KEYS = ("calibration", "bn_recalibration")
-KEPT_SUMMARY_KEYS = ("rho", "seed", "epochs", "time_per_epoch_s", "peak_mem_mb", "dataset")
+KEPT_SUMMARY_KEYS = ("rho", "seed", "epochs", "time_per_epoch_s", "peak_mem_mb", "dataset", "extensions")
 
 
 def posthoc_kind(meta: dict) -> str | None:
