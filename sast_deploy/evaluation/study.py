@@ -73,6 +73,24 @@ def study_rows(records, by) -> list[dict]:
     return rows
 
 
+def bn_rows(records, by) -> list[dict]:
+    """Per setting and BN re-estimated row: per BatchNorm layer, the median over seeds of how far the
+    training-time statistics were from the hard-mode ones and from the exact surrogate-mode ones."""
+    rows = []
+    for setting, groups in _cells(records, by).items():
+        for (method, rho), runs in groups.items():
+            recs = [r.bn_recalibration for r in sorted(runs, key=lambda r: r.seed) if r.bn_recalibration]
+            if not recs:
+                continue
+            row = {"setting": setting_label(by, setting), "label": group_label(method, rho), "n": len(recs)}
+            for mode in ("hard", "surrogate"):
+                for stat in ("shift_sigma", "std_ratio"):
+                    per_layer = np.array([[layer[f"{mode}_vs_running"][stat] for layer in b["layers"]] for b in recs])
+                    row[f"{mode}_{stat}"] = " / ".join(f"{v:.2f}" for v in np.median(per_layer, axis=0))
+            rows.append(row)
+    return rows
+
+
 def _md(header, body) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *["| " + " | ".join(str(c) for c in row) + " |" for row in body], ""]
@@ -90,7 +108,7 @@ def _wide(rows, columns, cell) -> list[list]:
     return [[s] + [cell(cols[c]) if c in cols else "-" for c in columns] for s, cols in by_setting.items()]
 
 
-def study_markdown(folder, by, rows) -> str:
+def study_markdown(folder, by, rows, bn: list[dict] = ()) -> str:
     labels = list(dict.fromkeys(row["label"] for row in sorted(rows, key=lambda r: group_order((r["method"], r["rho"])))))
     trained = [l for l in labels if not any(row["label"] == l and split_method(row["method"])[1] for row in rows)]
     posthoc = [l for l in labels if l not in trained]
@@ -113,6 +131,15 @@ def study_markdown(folder, by, rows) -> str:
                      [[r["setting"], r["label"], r["n"], f"{r['surrogate_delta_median']:+.3f}",
                        f"{r['hard_delta_median']:+.3f}", f"{r['gap_delta_median']:+.3f}",
                        f"{r['time_per_epoch_s_median']:.2f}"] for r in changes])]
+    if bn:
+        out += ["## BatchNorm statistics: training-time (running) vs measured, per BatchNorm layer", "",
+                "Median over seeds (of the median over channels) of |mean shift| / sigma_running and of "
+                "sigma / sigma_running; layers separated by '/'. Hard: the statistics BN re-estimation sets; "
+                "surrogate: the exact surrogate-mode statistics of the trained network on the same data.", "",
+                *_md(["setting", "row", "seeds", "hard: shift (sigma)", "hard: std ratio", "surrogate: shift (sigma)",
+                      "surrogate: std ratio"],
+                     [[r["setting"], r["label"], r["n"], r["hard_shift_sigma"], r["hard_std_ratio"],
+                       r["surrogate_shift_sigma"], r["surrogate_std_ratio"]] for r in bn])]
     return "\n".join(out)
 
 
@@ -173,7 +200,8 @@ def study_plot(records, by, path: Path, what: str) -> Path:
 
 
 def write_study(folder, out=None, by=()) -> dict:
-    """study.md, study.csv, study.json and plots/study_{gap,accuracy}.png for the runs under `folder`
+    """study.md, study.csv (one row per setting, method and rho), study.json (those rows and the
+    BatchNorm statistics rows) and plots/study_{gap,accuracy}.png for the runs under `folder`
     grouped by the training settings `by` (default output folder: FOLDER/report). Returns {name: path}."""
     folder = Path(folder)
     records = find_runs(folder)
@@ -186,12 +214,12 @@ def write_study(folder, out=None, by=()) -> dict:
                         f"{', '.join(varying_settings(records)) or 'none'}")
     out = Path(out) if out is not None else folder / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = study_rows(records, by)
+    rows, bn = study_rows(records, by), bn_rows(records, by)
     paths = {"csv": out / "study.csv", "json": out / "study.json", "markdown": out / "study.md"}
     _write_csv(paths["csv"], rows)
-    write_json(paths["json"], rows)
+    write_json(paths["json"], {"rows": rows, "batchnorm": bn})
     plots = {w: study_plot(records, by, out / "plots" / f"study_{w}.png", w) for w in ("gap", "accuracy")}
-    md = study_markdown(folder, by, rows)
+    md = study_markdown(folder, by, rows, bn)
     paths["markdown"].write_text(md + "\n## Plots\n\n" + "\n".join(f"![{w}](plots/{p.name})" for w, p in plots.items())
                                  + "\n")
     return {**paths, **{f"plot_study_{w}": p for w, p in plots.items()}}
