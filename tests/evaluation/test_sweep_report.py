@@ -71,9 +71,15 @@ def test_an_unfinished_run_is_redone_and_only_it(sweep):
     victim = sweep / "runs" / "sast-rho0.1-seed1"
     (victim / "summary.json").unlink()  # as if training had been killed before its last write
     (victim / "model.safetensors").unlink()
-    others = {k: v for k, v in mtimes(sweep / "runs").items() if "sast-rho0.1-seed1" not in k}
+    resumable = sweep / "runs" / "baseline-rho0-seed1"
+    (resumable / "summary.json").unlink()  # killed after its last checkpoint: resumed, not restarted
+    others = {k: v for k, v in mtimes(sweep / "runs").items() if "-rho0.1-seed1" not in k and "-rho0-seed1" not in k}
     assert cli(sweep_args(sweep)) == 0
     assert (victim / "summary.json").is_file() and (victim / "calibrated" / "evaluation.json").is_file()
+    assert (resumable / "summary.json").is_file()
+    log = (sweep / "logs" / "baseline-rho0-seed1.log").read_text()
+    assert f"sast_deploy.train --resume {resumable}" in log and "restarting" not in log
+    assert "restarting" in (sweep / "logs" / "sast-rho0.1-seed1.log").read_text()  # no model to finish from
     after = mtimes(sweep / "runs")
     assert {k: after[k] for k in others} == others
 
