@@ -152,7 +152,8 @@ def _call(argv, log, env) -> int:
 
 
 def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, resume_flag: str | None) -> dict:
-    """Run the steps that are not done (and every step after one that runs); log to `log_path`."""
+    """Run the steps that are not done (and every step after one that runs); log to `log_path`.
+    `seconds` is the time its steps took, left out when none ran (the recorded time stays)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0, ran = time.perf_counter(), False
     with open(log_path, "a") as log:
@@ -168,7 +169,7 @@ def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, res
             if rc != 0 or not step.done_file.is_file():
                 return {"status": "failed", "failed_step": step.name, "returncode": rc,
                         "seconds": time.perf_counter() - t0}
-    return {"status": "done", "seconds": time.perf_counter() - t0}
+    return {"status": "done", "seconds": time.perf_counter() - t0} if ran else {"status": "done"}
 
 
 def _train(step: Step, run_dir: Path, log, env, resume_flag: str | None) -> int:

@@ -65,6 +65,8 @@ def test_sweep_finishes_every_run_and_resumes_without_redoing_work(sweep):
     before = mtimes(sweep / "runs")
     assert cli(sweep_args(sweep)) == 0
     assert mtimes(sweep / "runs") == before  # everything was finished: nothing ran again
+    assert {n: r["seconds"] for n, r in read_json(sweep / "sweep.json")["runs"].items()} \
+        == {n: r["seconds"] for n, r in manifest["runs"].items()}  # the recorded run times stay
 
 
 def test_an_unfinished_run_is_redone_and_only_it(sweep):
