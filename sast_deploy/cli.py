@@ -12,7 +12,8 @@ from .errors import SastError
 COMMANDS = {
     "train": ("sast_deploy.train", "train a LIF SNN (baseline or SAST) and write a run directory"),
     "evaluate": ("sast_deploy.evaluate", "accuracy, transfer gap, robustness grid and theory diagnostics of a run"),
-    "calibrate": ("sast_deploy.calibrate", "threshold-calibration baseline: a calibrated copy of a run"),
+    "calibrate": ("sast_deploy.calibrate", "post-hoc controls: threshold calibration or hard-mode BatchNorm "
+                  "re-estimation, written as a copy of a run"),
     "sweep": ("sast_deploy.sweep", "rho grid x seeds plus controls, in parallel worker processes, resumable"),
     "report": ("sast_deploy.report", "tables (markdown, CSV) and plots of a sweep or a folder of runs"),
     "export": ("sast_deploy.export.command", "fold, quantize and export a trained run to a Lava artifact or ONNX"),

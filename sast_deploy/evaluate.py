@@ -41,6 +41,10 @@ def format_result(r: dict) -> str:
         c = r["calibration"]
         lines.append(f"  calibrated copy ({c['method']}, lambdas {c['lambdas']}): surrogate = source thresholds, "
                      "hard = calibrated thresholds")
+    if r.get("bn_recalibration"):
+        b = r["bn_recalibration"]
+        lines.append(f"  BN re-estimated copy ({b['mode']} mode, {b['samples']} {b['split']} recordings): surrogate = "
+                     "training-time BatchNorm statistics, hard = re-estimated statistics")
     lines.append(f"  hard-mode activity per inference: {format_activity(r)}")
     pc = r["per_class"]
     lines.append("  per class  " + "".join(f"{str(c)[:6]:>7}" for c in pc["classes"]))

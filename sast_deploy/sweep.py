@@ -14,7 +14,7 @@ from .cliargs import choice_list, float_list, int_list
 from .data.datasets import DATASETS
 from .errors import SastError
 from .jsonio import read_json
-from .training.sweep import CONTROLS, SWEEP_FILE, SweepRun, plan_runs, run_sweep
+from .training.sweep import CONTROLS, COPIES, DEFAULT_CONTROLS, EVAL_EXTRAS, SWEEP_FILE, SweepRun, plan_runs, run_sweep
 
 OWN_FLAGS = ("--rho", "--seed", "--out", "--resume")  # set by the sweep for every run
 
@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rho", type=float_list, default=[0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5],
                    help="SAM radii (0 = baseline); SAST runs at every positive one")
     p.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="seeds, the same for every method")
-    p.add_argument("--controls", type=choice_list(CONTROLS), default=list(CONTROLS),
-                   help="controls to add (comma-separated, or none)")
+    p.add_argument("--controls", type=choice_list(CONTROLS), default=list(DEFAULT_CONTROLS),
+                   help="controls to add (comma-separated, or none); bn-reestimation (BatchNorm networks only) "
+                        "is not among the defaults")
     p.add_argument("--control-rho", type=float_list, default=None,
                    help="radii of the reuse-batch and asam controls (default: every positive --rho)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-args", default="",
                    help="more `sast-deploy evaluate` flags, e.g. '--diag-samples 32' (the SAM gap is measured "
                         "at the positive --rho values unless --sam-radii is given here)")
+    p.add_argument("--eval-extras", type=choice_list(EVAL_EXTRAS), default=list(EVAL_EXTRAS),
+                   help="what `sast-deploy evaluate` adds for every run (comma-separated); none: no evaluate "
+                        "step (the run summaries already hold the accuracies and the gap)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (worker processes)")
     p.add_argument("--out", default="runs/sweep", help="sweep folder (runs/, logs/, sweep.json)")
 
@@ -51,7 +55,7 @@ def command_parser(module: str) -> argparse.ArgumentParser:
     return p
 
 
-def check_commands(runs: list[SweepRun], train_args, eval_args) -> None:
+def check_commands(runs: list[SweepRun], train_args, eval_args, extras=EVAL_EXTRAS) -> None:
     """Parse every worker command with the real parsers before anything runs (SastError on the first
     that would fail), so a sweep never dies hours in on a flag this trainer lacks."""
     train = command_parser("sast_deploy.train")
@@ -63,7 +67,7 @@ def check_commands(runs: list[SweepRun], train_args, eval_args) -> None:
                     if run.method not in ("baseline", "sast") else "check --train-args")
             raise SastError(f"sweep run {run.name}: `sast-deploy train` rejects its arguments ({e}); {hint}") from None
     try:
-        command_parser("sast_deploy.evaluate").parse_args(["--run", "x", "--robustness", "--diagnostics", *eval_args])
+        command_parser("sast_deploy.evaluate").parse_args(["--run", "x", *[f"--{e}" for e in extras], *eval_args])
     except SastError as e:
         raise SastError(f"--eval-args: `sast-deploy evaluate` rejects them ({e})") from None
 
@@ -86,22 +90,26 @@ def run(args) -> int:
         raise SastError(f"--jobs must be >= 1, got {args.jobs}")
     train_args, eval_args = worker_args(args)
     runs = plan_runs(args.rho, args.seeds, args.controls, args.control_rho)
-    check_commands(runs, train_args, eval_args)
+    check_commands(runs, train_args, eval_args, args.eval_extras)
     offers_resume = "--resume" in command_parser("sast_deploy.train")._option_string_actions
     print(f"sweep: {len(runs)} runs ({len(args.seeds)} seeds; rho {args.rho}; controls {args.controls or 'none'}) "
           f"with {args.jobs} worker(s) -> {args.out}")
-    manifest = run_sweep(args.out, runs, train_args, eval_args, args.jobs, "--resume" if offers_resume else None)
+    manifest = run_sweep(args.out, runs, train_args, eval_args, args.jobs, "--resume" if offers_resume else None,
+                         extras=args.eval_extras)
     out = Path(args.out)
-    print(f"\n{'run':<32}{'status':>8}{'surrogate':>10}{'hard':>7}{'gap':>8}{'calibrated hard':>16}")
+    copies = [c for name, c in COPIES.items() if name in args.controls]
+    print(f"\n{'run':<32}{'status':>8}{'surrogate':>10}{'hard':>7}{'gap':>8}"
+          + "".join(f"{c.title:>17}" for c in copies))
     failed = 0
     for run_ in runs:
         entry = manifest["runs"][run_.name]
         failed += entry["status"] != "done"
         s = _summary(out / entry["dir"])
-        cal = _summary(out / entry["dir"] / "calibrated")
         cells = (f"{s['surrogate_acc']:>10.3f}{s['hard_acc']:>7.3f}{s['transfer_gap']:>+8.3f}" if s else f"{'-':>25}")
-        cal_cell = f"{cal['hard_acc']:>16.3f}" if cal else f"{'-':>16}"
-        print(f"{run_.name:<32}{entry['status']:>8}{cells}{cal_cell}")
+        for c in copies:
+            copy = _summary(out / entry["dir"] / c.folder)
+            cells += f"{copy['hard_acc']:>17.3f}" if copy else f"{'-':>17}"
+        print(f"{run_.name:<32}{entry['status']:>8}{cells}")
     print(f"\n{len(runs) - failed}/{len(runs)} runs done; manifest {out / SWEEP_FILE}; "
           f"next: sast-deploy report {out}")
     if failed:

@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .evaluation.activity import format_activity
 from .model.spec import POOLS, PRESETS
 from .model.surrogates import SURROGATES
-from .training.config import BN_MODES, FORWARDS, SAM_SYNCS, SELECTIONS, TrainConfig
+from .training.config import BN_MODES, BN_RECALIBRATIONS, FORWARDS, SAM_SYNCS, SELECTIONS, TrainConfig
 from .training.distributed import DEFAULT_TIMEOUT_S, launched_rank
 from .training.optim import OPTIMIZERS, SCHEDULES
 from .training.trainer import resume, train
@@ -26,12 +26,15 @@ FLAGS = {
     "T": ("time bins per recording", None),
     "input_norm": ("binary: 1 where any event fell in a voxel; max: count / the sample's largest count", INPUT_NORMS),
     "max_samples": ("use a fixed subset of at most this many recordings per split (0 = all), for quick runs", None),
-    "preset": ("network architecture", PRESETS),
+    "preset": ("network architecture: mlp, conv, or conv-bn (conv with training-mode BatchNorm; practical "
+               "extension outside the theory)", PRESETS),
     "spec": ("network spec JSON file (instead of --preset and its options)", None),
     "hidden": ("hidden LIF units (mlp preset)", None),
+    "dense": ("conv presets: LIF units of a dense layer before the readout (0 = none)", None),
     "bn": ("norm after each linear/conv: none, affine (inference-mode, folds at export) or train "
-           "(training-mode BatchNorm; practical extension outside the theory)", list(BN_MODES)),
-    "pool": ("pooling in the conv preset: avg, or max (practical extension outside the theory)", POOLS),
+           "(training-mode BatchNorm; practical extension outside the theory; conv-bn has it built in)",
+           list(BN_MODES)),
+    "pool": ("pooling in the conv presets: avg, or max (practical extension outside the theory)", POOLS),
     "alpha": ("membrane leak per step", None),
     "theta_init": ("initial per-neuron threshold", None),
     "surrogate": ("surrogate spike function sigma", SURROGATES),
@@ -66,6 +69,9 @@ FLAGS = {
                  "(Algorithm 1); local = eps from each process's own part (m-sharpness, labelled as such)", SAM_SYNCS),
     "select": ("model kept in model.safetensors: best validation surrogate accuracy, or last epoch", SELECTIONS),
     "checkpoint_every": ("also checkpoint every N iterations (0 = at epoch ends only)", None),
+    "bn_recalibrate": ("at the end, also write RUN/bn-hard: BatchNorm statistics re-estimated with hard-spike "
+                       "forward passes over the training split (as `sast-deploy calibrate --bn-recalibrate`)",
+                       BN_RECALIBRATIONS),
     "device": ("torch device; auto = CUDA when present, else CPU (under torchrun: each process's own GPU "
                "with NCCL, or the CPU with gloo)", None),
     "out": ("run directory to write", None),

@@ -220,7 +220,7 @@ def test_controls_and_extensions_train_and_are_recorded(tmp_path, data):
     assert [m["lr"] for m in metrics(tmp_path / "ste")] == pytest.approx([0.05, 0.025])
     _, cm = run(tmp_path, data, "cm", compute_matched=True, optimizer="adamw", weight_decay=0.01)
     assert cm["passes_per_iteration"] == 2 and cm["optimizer_steps"] == 2 * cm["iterations"]
-    _, ext = run(tmp_path, data, "ext", preset="conv", bn="train", pool="max", epochs=1)
+    _, ext = run(tmp_path, data, "ext", preset="conv-bn", pool="max", epochs=1)
     assert ext["extensions"] == ["batchnorm", "maxpool"] and ext["bn"] == "train"
     model = load_model(tmp_path / "ext" / "model.safetensors")[0]
     assert any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())

@@ -3,8 +3,9 @@
 RUN_DIR/evaluation.json.
 
 Definition II.6: hard mode changes only sigma -> H (same weights, thresholds, leak, reset, binning).
-A calibrated copy is the exception, and labelled so: its surrogate row is the trained network it
-came from (thresholds theta_l / lambda_l), its hard row the calibrated thresholds.
+Post-hoc copies are the exception, and labelled so: their surrogate row is the trained network they
+came from (thresholds theta_l / lambda_l; training-time BatchNorm statistics), their hard row the
+calibrated thresholds or the re-estimated BatchNorm statistics.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..data.corruptions import CORRUPTIONS, SEVERITIES
 from ..errors import SastError
 from ..jsonio import write_json
 from ..training.calibration import source_model
+from ..training.copies import posthoc_kind
 from ..training.rundir import EVALUATION_FILE, load_run, read_metrics
 from .accuracy import per_class_accuracy, predict
 from .activity import headline
@@ -33,10 +35,10 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, robustness: bool =
                  directions: int = 8, out=None, batch_size: int = 256, progress: bool = True) -> dict:
     """Evaluate a finished run on `split` and write the result (default RUN_DIR/evaluation.json)."""
     run = load_run(run_dir)
-    calibration = run.meta.get("calibration")
-    if diagnostics and calibration:
-        raise SastError(f"--diagnostics: {run_dir} is a calibrated copy; the diagnostics describe the trained "
-                        f"network, so run them on its source run {calibration.get('source_run')}")
+    kind = posthoc_kind(run.meta)
+    if diagnostics and kind:
+        raise SastError(f"--diagnostics: {run_dir} is a post-hoc copy ({kind}); the diagnostics describe the trained "
+                        f"network, so run them on its source run {run.meta[kind].get('source_run')}")
     models = {"surrogate": source_model(run.model, run.meta), "hard": run.model}
     frames = run.frames(split, data_dir, progress)
     preds = {m: predict(models[m], frames, m, batch_size) for m in MODES}
@@ -45,7 +47,9 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, robustness: bool =
     result = {
         "run": os.fspath(run.dir), "split": split, "samples": len(frames), "dataset": run.data["dataset"],
         "surrogate_acc": acc["surrogate"], "hard_acc": acc["hard"],
-        "transfer_gap": acc["surrogate"] - acc["hard"], "calibration": calibration,
+        "transfer_gap": acc["surrogate"] - acc["hard"], "calibration": run.meta.get("calibration"),
+        "bn_recalibration": {k: v for k, v in (run.meta.get("bn_recalibration") or {}).items()
+                             if k != "source_statistics"} or None,
         "per_class": {"classes": classes,
                       "support": np.bincount(frames.labels, minlength=len(classes)).tolist(),
                       **{m: per_class_accuracy(preds[m], frames.labels, len(classes)) for m in MODES}},

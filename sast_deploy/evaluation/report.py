@@ -18,7 +18,7 @@ from .activity import HEADLINE
 from .activity_report import activity_rows, activity_table, activity_value
 from .plots import accuracy_vs_rho, accuracy_vs_synops, gap_strip, robustness_curves
 from .protocol import evaluate_run
-from .records import CALIBRATED, RunRecord, find_runs, group_label, group_order
+from .records import RunRecord, find_runs, group_label, group_order, is_posthoc, varying_settings
 from .stats import summarize
 
 METRICS = (("surrogate_acc", "surrogate"), ("hard_acc", "hard"), ("transfer_gap", "gap"))
@@ -78,7 +78,7 @@ def paired_gaps(records) -> list[dict]:
     base = {r.seed: r.summary["transfer_gap"] for r in records if r.method == "baseline"}
     rows = []
     for (method, rho), runs in _groups(records).items():
-        if method == "baseline" or method.endswith(CALIBRATED):
+        if method == "baseline" or is_posthoc(method):
             continue
         pairs = [(r.seed, r.summary["transfer_gap"] - base[r.seed]) for r in runs if r.seed in base]
         if pairs:
@@ -93,7 +93,7 @@ def paired_gaps(records) -> list[dict]:
 
 def table4(records) -> list[dict]:
     """Cost per method: time per epoch and peak memory, and their ratio to the baseline's mean."""
-    groups = {g: runs for g, runs in _groups(records).items() if not g[0].endswith(CALIBRATED)}
+    groups = {g: runs for g, runs in _groups(records).items() if not is_posthoc(g[0])}
     base = groups.get(("baseline", 0.0), [])
     ref = {k: summarize([r.summary.get(k) for r in base])["mean"] if base else math.nan
            for k in ("time_per_epoch_s", "peak_mem_mb")}
@@ -122,6 +122,23 @@ def calibration_table(records) -> list[dict]:
                      "val_per_layer": c["per-layer"]["val_hard_acc"], "test_surrogate": t["surrogate_acc"],
                      "test_uncalibrated": t["uncalibrated_hard_acc"], "test_global": t["global_hard_acc"],
                      "test_per_layer": t["per-layer_hard_acc"], "copy_uses": c["method"]})
+    return rows
+
+
+def bn_reestimation_table(records) -> list[dict]:
+    """Per BN re-estimated copy: how far the training-time statistics were from hard mode's (per
+    BatchNorm layer) and the test accuracies before and after."""
+    rows = []
+    for r in records:
+        b = r.bn_recalibration
+        if not b:
+            continue
+        t, key = b["test"], f"{b['mode']}_vs_running"
+        rows.append({"label": r.label, "rho": r.rho, "seed": r.seed, "samples": b["samples"],
+                     "shift_sigma": [round(layer[key]["shift_sigma"], 4) for layer in b["layers"]],
+                     "std_ratio": [round(layer[key]["std_ratio"], 4) for layer in b["layers"]],
+                     "test_surrogate": t["surrogate_acc"], "test_hard_before": t["source_hard_acc"],
+                     "test_hard_after": t["hard_acc"], "test_surrogate_after": t["reestimated_surrogate_acc"]})
     return rows
 
 
@@ -180,10 +197,17 @@ def _intro(folder: Path, records) -> list[str]:
     out = [f"# sast-deploy report: {folder}", "",
            f"{runs}; dataset {names('dataset')}; split {names('split')}. Transfer gap = surrogate accuracy - "
            "hard accuracy (Definition II.6: same weights, thresholds, leak, reset and binning; only sigma -> H). "
-           "Calibration rows are labelled: their hard accuracy uses calibrated thresholds. Across seeds: "
+           "Post-hoc rows are labelled: the hard accuracy of '+ calibration' uses calibrated thresholds, that of "
+           "'+ BN re-estimation' BatchNorm statistics re-estimated in hard mode. Across seeds: "
            "mean ± std (sample std), median [q25, q75]; per-seed values below and in runs.csv.", ""]
+    varying = varying_settings(records)
+    if varying:
+        out += [f"**The runs differ in {', '.join(varying)}: the rows below pool them.** For one row per setting, "
+                f"use `sast-deploy report FOLDER --by {','.join(varying)}`.", ""]
     missing = [str(r.dir) for r in records if r.evaluation is None]
-    if missing:
+    if missing and len(missing) == len(records):
+        out += ["All runs are without a current evaluation.json: no robustness or diagnostics tables.", ""]
+    elif missing:
         out += [f"Not in the robustness and diagnostics tables ({len(missing)} runs without a current "
                 "evaluation.json; run `sast-deploy evaluate --run RUN --robustness --diagnostics`): "
                 + ", ".join(missing), ""]
@@ -232,6 +256,19 @@ def _calibration_section(rows: list[dict]) -> list[str]:
             "(global lambda from {0.5, ..., 1.5}, then per-layer coordinate search), applied once to test.", "",
             _md(["row", "seed", "lambda global", "lambda per layer", "val hard: none / global / per-layer",
                  "test hard: none / global / per-layer", "test surrogate"], body), ""]
+
+
+def _bn_section(rows: list[dict]) -> list[str]:
+    body = [[row["label"], row["seed"], row["samples"], row["shift_sigma"], row["std_ratio"], fmt(row["test_surrogate"]),
+             f"{fmt(row['test_hard_before'])} -> {fmt(row['test_hard_after'])}", fmt(row["test_surrogate_after"])]
+            for row in rows]
+    return ["## BatchNorm re-estimation", "",
+            "Weights frozen, labels unused: every BatchNorm layer's running mean and variance re-estimated from "
+            "hard-mode forward passes over the training split (docs/transfer-gap.md). Shift and std ratio: how far "
+            "the training-time statistics were from the hard-mode ones, per BatchNorm layer (median over channels "
+            "of |mean shift| / sigma and of sigma_hard / sigma).", "",
+            _md(["row", "seed", "train recordings", "mean shift (sigma)", "std ratio", "test surrogate",
+                 "test hard: before -> after", "test surrogate after"], body), ""]
 
 
 def _robustness_sections(rows: list[dict]) -> list[str]:
@@ -283,6 +320,8 @@ def markdown(folder: Path, records, tables: dict, plots: dict) -> str:
         parts += _activity_section(tables["activity"])
     if tables["calibration"]:
         parts += _calibration_section(tables["calibration"])
+    if tables["bn_reestimation"]:
+        parts += _bn_section(tables["bn_reestimation"])
     if tables["robustness"]:
         parts += _robustness_sections(tables["robustness"])
     if tables["diagnostics"]:
@@ -312,6 +351,7 @@ def write_report(folder, out=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tables = {"table2": table2(records), "runs": runs_table(records), "paired_gaps": paired_gaps(records),
               "table4": table4(records), "calibration": calibration_table(records),
+              "bn_reestimation": bn_reestimation_table(records),
               "robustness": robustness_table(records), "diagnostics": diagnostics_table(records),
               "activity": activity_rows(records)}
     paths = {}
@@ -340,5 +380,5 @@ def evaluate_and_report(folder, progress: bool = True, **options) -> dict:
     then write the report into FOLDER/report (the demo's last step). Returns the paths written."""
     for r in find_runs(folder):
         if r.evaluation is None:
-            evaluate_run(r.dir, robustness=True, diagnostics=r.calibration is None, progress=progress, **options)
+            evaluate_run(r.dir, robustness=True, diagnostics=not is_posthoc(r.method), progress=progress, **options)
     return write_report(folder)

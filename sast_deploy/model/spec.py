@@ -200,37 +200,56 @@ def op_output_shape(op: dict, shape: tuple[int, ...], where: str = "") -> tuple[
 
 
 def preset(name: str, input_shape, num_classes: int, class_names=(), **overrides) -> NetworkSpec:
-    """Named architectures. `mlp`: flatten -> 256 LIF -> readout. `conv`: conv(16,k5,p2) -> [norm] ->
-    pool2 -> LIF -> conv(32,k3,p1) -> [norm] -> pool2 -> LIF -> readout. Overrides: hidden, alpha,
-    theta_init, surrogate, k, theta_min, norm (`NORMS`: none, affine, batchnorm; after the linear or
-    conv op) and pool (`POOLS`: avg, max; conv only)."""
+    """Named architectures.
+
+    mlp      flatten -> linear(hidden) -> [norm] -> LIF -> readout
+    conv     conv(16,k5,p2) -> [norm] -> pool2 -> LIF -> conv(32,k3,p1) -> [norm] -> pool2 -> LIF
+             [-> flatten -> linear(dense) -> [norm] -> LIF] -> readout
+    conv-bn  conv with training-mode BatchNorm as its norm (a practical extension outside the paper's
+             theory; the network of DESIGN §10's pilot and docs/transfer-gap.md)
+
+    Overrides: hidden (mlp), dense (conv presets; 0 = no dense layer), alpha, theta_init, surrogate, k,
+    theta_min, norm (`NORMS`, after every linear/conv op: none or affine; batchnorm is conv-bn's own and
+    is refused by conv, so each network has one name) and pool (`POOLS`: avg, max; conv presets only)."""
     alpha = overrides.pop("alpha", 0.9)
     theta = overrides.pop("theta_init", 1.0)
     hidden = overrides.pop("hidden", 256)
+    dense = overrides.pop("dense", 0)
     norm = overrides.pop("norm", "none")
     pool = overrides.pop("pool", "avg")
     if norm not in NORMS:
         raise SpecError(f"unknown norm {norm!r}; choose one of {NORMS}")
     if pool not in POOLS:
         raise SpecError(f"unknown pool {pool!r}; choose one of {POOLS}")
+    if name == "conv-bn":
+        if norm not in ("none", "batchnorm"):
+            raise SpecError(f"conv-bn has training-mode BatchNorm built in; for the {norm} norm use the conv preset")
+        norm = "batchnorm"
+    elif name == "conv" and norm == "batchnorm":
+        raise SpecError("the conv network with training-mode BatchNorm is the conv-bn preset")
     norm_ops = {"none": [], "affine": [{"kind": "norm"}], "batchnorm": [{"kind": "batchnorm"}]}[norm]
     pool_op = {"kind": f"{pool}pool", "kernel": 2}
     if name == "mlp":
-        if pool != "avg":
-            raise SpecError("the mlp preset has no pooling; --pool applies to the conv preset")
+        if pool != "avg" or dense:
+            raise SpecError("the mlp preset has no pooling and no extra dense layer; --pool and --dense apply to "
+                            "the conv presets (the mlp width is --hidden)")
         layers = [LayerSpec([{"kind": "flatten"}, {"kind": "linear", "out": hidden}, *norm_ops], alpha, theta)]
-    elif name == "conv":
+    elif name in ("conv", "conv-bn"):
         if len(tuple(input_shape)) != 3:
-            raise SpecError("the conv preset needs (C, H, W) input")
+            raise SpecError(f"the {name} preset needs (C, H, W) input")
+        if dense < 0:
+            raise SpecError(f"dense must be >= 0 (0 = no dense layer), got {dense}")
         layers = [
             LayerSpec([{"kind": "conv", "out": 16, "kernel": 5, "padding": 2}, *norm_ops, pool_op], alpha, theta),
             LayerSpec([{"kind": "conv", "out": 32, "kernel": 3, "padding": 1}, *norm_ops, pool_op], alpha, theta),
         ]
+        if dense:
+            layers.append(LayerSpec([{"kind": "flatten"}, {"kind": "linear", "out": dense}, *norm_ops], alpha, theta))
     else:
         raise SpecError(f"unknown preset {name!r}; choose one of {PRESETS}")
     return NetworkSpec(tuple(input_shape), num_classes, layers, class_names=list(class_names), **overrides)
 
 
-PRESETS = ("mlp", "conv")
+PRESETS = ("mlp", "conv", "conv-bn")
 NORMS = ("none", "affine", "batchnorm")
 POOLS = ("avg", "max")

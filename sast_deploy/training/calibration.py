@@ -13,18 +13,16 @@ from __future__ import annotations
 import copy
 import os
 import time
-from pathlib import Path
 
 import torch
 
 from ..data.frames import FrameSet
 from ..errors import SastError
 from ..evaluation.accuracy import predict
-from ..evaluation.theory import theory_constants
-from ..jsonio import write_json
-from ..model.checkpoint import save_model
 from ..model.network import SNN
-from .rundir import CONFIG_FILE, EVALUATION_FILE, MODEL_FILE, SUMMARY_FILE, load_run
+from .bn_recalibration import with_statistics
+from .copies import copy_dir, write_copy
+from .rundir import load_run
 
 GRID = tuple(round(0.5 + 0.1 * i, 1) for i in range(11))
 METHODS = ("global", "per-layer")
@@ -84,10 +82,14 @@ def calibrate(model: SNN, val: FrameSet, grid=GRID, rounds: int = 2, device="cpu
 
 
 def source_model(model: SNN, meta: dict) -> SNN:
-    """The uncalibrated network behind a calibrated model file (theta_l / lambda_l); `model` itself
-    when the file is not calibrated. Its surrogate mode is the trained network being deployed."""
-    cal = meta.get("calibration")
-    return scale_thresholds(model, [1.0 / v for v in cal["lambdas"]]) if cal else model
+    """The trained network behind a post-hoc copy (copies.py): thresholds theta_l / lambda_l for a
+    calibrated copy, the training-time BatchNorm statistics for a re-estimated one; `model` itself for
+    a trained run. Its surrogate mode is the trained network being deployed."""
+    if meta.get("calibration"):
+        return scale_thresholds(model, [1.0 / v for v in meta["calibration"]["lambdas"]])
+    if meta.get("bn_recalibration"):
+        return with_statistics(model, meta["bn_recalibration"]["source_statistics"])
+    return model
 
 
 def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: str = "val",
@@ -101,16 +103,7 @@ def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: s
         raise SastError(f"--val-split and --test-split are both {val_split!r}: calibration must not choose "
                         "thresholds on the split it reports")
     run = load_run(run_dir)
-    if run.meta.get("calibration"):
-        raise SastError(f"--run {run_dir}: already calibrated; calibrate the source run instead")
-    out = Path(out_dir) if out_dir is not None else run.dir / "calibrated"
-    if out.resolve() == run.dir.resolve():
-        raise SastError(f"--out {out}: would overwrite the source run; choose another folder")
-    if out.exists() and any(out.iterdir()):
-        if not (out / CALIBRATION_FILE).is_file():
-            raise SastError(f"--out {out}: exists and is not a calibrated copy; choose a new folder")
-        for stale in (SUMMARY_FILE, EVALUATION_FILE):  # an old copy must not look finished while it is rewritten
-            (out / stale).unlink(missing_ok=True)
+    out = copy_dir(run, out_dir, "calibrated", CALIBRATION_FILE, "calibrated")
     t0 = time.perf_counter()
     val = run.frames(val_split, data_dir, progress)
     choice = calibrate(run.model, val, grid)
@@ -126,15 +119,9 @@ def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: s
                        **{f"{m}_hard_acc": results[m] for m in METHODS},
                        "calibrated_surrogate_acc": float((predict(calibrated, test, "surrogate") == labels).mean())},
               "time_s": time.perf_counter() - t0}
-    meta = {k: v for k, v in run.meta.items() if k != "summary"}  # the source's summary describes other thresholds
-    save_model(out / MODEL_FILE, calibrated, {**meta, "calibration": cal_meta})
-    write_json(out / CONFIG_FILE, {**run.config, "calibration": cal_meta})
-    write_json(out / CALIBRATION_FILE, record)
-    keep = ("rho", "seed", "epochs", "time_per_epoch_s", "peak_mem_mb", "dataset")
-    summary = {**{k: run.summary[k] for k in keep if k in run.summary},
-               # the gap a calibrated deployment leaves: the trained surrogate network vs calibrated hard spikes
-               "surrogate_acc": sur, "hard_acc": results[method], "transfer_gap": sur - results[method],
-               "split": test_split, "samples": len(test), "calibrated": True, "calibration_method": method,
-               "lambdas": choice[method]["lambdas"], **theory_constants(calibrated)}
-    write_json(out / SUMMARY_FILE, summary)
+    # the gap a calibrated deployment leaves: the trained surrogate network vs calibrated hard spikes
+    summary = write_copy(run, out, calibrated, "calibration", cal_meta, CALIBRATION_FILE, record, {
+        "surrogate_acc": sur, "hard_acc": results[method], "transfer_gap": sur - results[method],
+        "split": test_split, "samples": len(test), "calibrated": True, "calibration_method": method,
+        "lambdas": choice[method]["lambdas"]})
     return {**summary, "record": record, "out": os.fspath(out)}

@@ -12,10 +12,11 @@ from .optim import OPTIMIZERS, SCHEDULES
 
 FORWARDS = ("surrogate", "ste")
 BN_MODES = {"none": "none", "affine": "affine", "train": "batchnorm"}  # --bn value -> preset norm
+BN_RECALIBRATIONS = ("none", "hard")
 SELECTIONS = ("best", "last")
 SAM_SYNCS = ("global", "local")  # eps from the whole global minibatch, or per process (m-sharpness)
 # With --spec the file defines these; a non-default value next to it would be silently ignored.
-ARCHITECTURE_FIELDS = ("preset", "hidden", "bn", "pool", "alpha", "theta_init", "surrogate", "k")
+ARCHITECTURE_FIELDS = ("preset", "hidden", "dense", "bn", "pool", "alpha", "theta_init", "surrogate", "k")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TrainConfig:
     preset: str = "mlp"
     spec: str | None = None
     hidden: int = 256
+    dense: int = 0
     bn: str = "none"
     pool: str = "avg"
     alpha: float = 0.9
@@ -63,8 +65,14 @@ class TrainConfig:
     # run
     select: str = "best"
     checkpoint_every: int = 0
+    bn_recalibrate: str = "none"
     device: str = "auto"
     out: str = "runs/train"
+
+    def __post_init__(self):
+        # conv-bn's norm is training-mode BatchNorm: record it as --bn train (left at its default, --bn is unset)
+        if self.preset == "conv-bn" and self.bn == "none":
+            self.bn = "train"
 
     @classmethod
     def from_dict(cls, d, source: str) -> "TrainConfig":
@@ -100,7 +108,8 @@ class TrainConfig:
         """ConfigError naming the flag on the first invalid or contradictory setting."""
         choices = {"dataset": DATASETS, "input_norm": INPUT_NORMS, "preset": PRESETS, "bn": BN_MODES,
                    "pool": POOLS, "surrogate": SURROGATES, "forward": FORWARDS, "optimizer": OPTIMIZERS,
-                   "schedule": SCHEDULES, "select": SELECTIONS, "sam_sync": SAM_SYNCS}
+                   "schedule": SCHEDULES, "select": SELECTIONS, "sam_sync": SAM_SYNCS,
+                   "bn_recalibrate": BN_RECALIBRATIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -108,7 +117,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ("max_samples", "checkpoint_every", "rho", "weight_decay", "delta"):
+        for name in ("max_samples", "dense", "checkpoint_every", "rho", "weight_decay", "delta"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -127,6 +136,13 @@ class TrainConfig:
             raise ConfigError("--reuse-batch sets B' = B, which only SAST (--rho > 0) or --compute-matched use")
         if self.spec and self.init_from:
             raise ConfigError("--init-from takes the network of its run; drop --spec")
+        if self.preset == "conv-bn" and self.bn != "train":
+            raise ConfigError(f"--preset conv-bn has training-mode BatchNorm built in; for --bn {self.bn} use --preset conv")
+        if self.preset == "conv" and self.bn == "train":
+            raise ConfigError("the conv network with training-mode BatchNorm is --preset conv-bn")
+        if self.bn_recalibrate != "none" and self.bn != "train" and not (self.spec or self.init_from):
+            raise ConfigError(f"--bn-recalibrate {self.bn_recalibrate} re-estimates BatchNorm statistics; this network "
+                              "has none (use --preset conv-bn or --bn train)")
         if self.spec or self.init_from:
             changed = [n for n in ARCHITECTURE_FIELDS if getattr(self, n) != getattr(TrainConfig, n)]
             if changed:

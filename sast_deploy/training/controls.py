@@ -36,7 +36,7 @@ def network_spec(cfg: TrainConfig, train: FrameSet) -> NetworkSpec:
         return spec
     try:
         return preset(cfg.preset, train.frame_shape, len(train.classes), class_names=train.classes,
-                      hidden=cfg.hidden, alpha=cfg.alpha, theta_init=cfg.theta_init, surrogate=cfg.surrogate,
+                      hidden=cfg.hidden, dense=cfg.dense, alpha=cfg.alpha, theta_init=cfg.theta_init, surrogate=cfg.surrogate,
                       k=cfg.k, norm=BN_MODES[cfg.bn], pool=cfg.pool)
     except SpecError as e:
         raise ConfigError(str(e)) from None

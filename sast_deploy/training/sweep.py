@@ -9,9 +9,12 @@ Runs per method (folder SWEEP/runs/<method>-rho<R>-seed<S>; every method gets ev
     asam             train --rho R --asam                 every control rho
     ste              train --rho 0 --forward ste          (conventional STE baseline)
     calibration      no training: `calibrate` the baseline and every SAST run into RUN/calibrated
+    bn-reestimation  no training: `calibrate --bn-recalibrate hard` of the baseline and every SAST run
+                     into RUN/bn-hard (BatchNorm networks only, so not among the default controls)
 
 Steps of a run: train -> evaluate --robustness --diagnostics [-> calibrate -> evaluate --robustness
-of the copy]. A step is done iff the file it writes last exists (train: summary.json; evaluate:
+of the copy] [-> BN re-estimation -> evaluate --robustness of that copy]. `extras` picks the evaluate
+flags; with none, the evaluate steps are left out (the summaries already hold the accuracies). A step is done iff the file it writes last exists (train: summary.json; evaluate:
 evaluation.json; calibrate: calibrated/summary.json), so an interrupted sweep resumes where it
 stopped and a half-written run never looks finished. Once a step runs, every later step of its run
 runs again. A partial training folder is resumed with `--resume` when the trainer offers it (and
@@ -34,7 +37,23 @@ from ..errors import SastError
 from ..jsonio import read_json, write_json
 from .rundir import EVALUATION_FILE, SUMMARY_FILE
 
-CONTROLS = ("compute-matched", "reuse-batch", "asam", "ste", "calibration")
+CONTROLS = ("compute-matched", "reuse-batch", "asam", "ste", "calibration", "bn-reestimation")
+DEFAULT_CONTROLS = CONTROLS[:-1]  # BN re-estimation needs a BatchNorm network
+EVAL_EXTRAS = ("robustness", "diagnostics")
+
+
+@dataclass(frozen=True)
+class PostHoc:
+    """A post-hoc control: a `calibrate` step writing a copy into a folder of the run."""
+
+    step: str
+    folder: str
+    flags: tuple[str, ...]
+    title: str
+
+
+COPIES = {"calibration": PostHoc("calibrate", "calibrated", (), "calibrated hard"),
+          "bn-reestimation": PostHoc("bn-reestimate", "bn-hard", ("--bn-recalibrate", "hard"), "BN re-est. hard")}
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "sast-deploy/sweep"
 
@@ -48,14 +67,14 @@ class SweepRun:
     rho: float
     seed: int
     train_flags: list[str] = field(default_factory=list)
-    calibrate: bool = False
+    copies: list[str] = field(default_factory=list)  # post-hoc controls (COPIES) run on this run
 
 
 def _rho(r: float) -> str:
     return f"{r:g}"
 
 
-def plan_runs(rhos, seeds, controls=CONTROLS, control_rhos=None) -> list[SweepRun]:
+def plan_runs(rhos, seeds, controls=DEFAULT_CONTROLS, control_rhos=None) -> list[SweepRun]:
     """The runs of a sweep (see the module doc). `control_rhos` (default: the positive rhos of the
     grid) are the radii of the reuse-batch and asam controls."""
     rhos = sorted({float(r) for r in rhos})
@@ -70,18 +89,18 @@ def plan_runs(rhos, seeds, controls=CONTROLS, control_rhos=None) -> list[SweepRu
     control_rhos = positive if control_rhos is None else sorted({float(r) for r in control_rhos})
     if ({"reuse-batch", "asam"} & set(controls)) and not (control_rhos and min(control_rhos) > 0):
         raise SastError("--controls reuse-batch/asam need a positive rho: add one to --rho or give --control-rho")
-    calibrate = "calibration" in controls
-    specs = [("baseline", 0.0, [], calibrate)] + [("sast", r, [], calibrate) for r in positive]
+    copies = [c for c in COPIES if c in controls]
+    specs = [("baseline", 0.0, [], copies)] + [("sast", r, [], copies) for r in positive]
     if "compute-matched" in controls:
-        specs.append(("compute-matched", 0.0, ["--compute-matched"], False))
+        specs.append(("compute-matched", 0.0, ["--compute-matched"], []))
     for control, flag in (("reuse-batch", "--reuse-batch"), ("asam", "--asam")):
         if control in controls:
-            specs += [(control, r, [flag], False) for r in control_rhos]
+            specs += [(control, r, [flag], []) for r in control_rhos]
     if "ste" in controls:
-        specs.append(("ste", 0.0, ["--forward", "ste"], False))
+        specs.append(("ste", 0.0, ["--forward", "ste"], []))
     return [SweepRun(f"{method}-rho{_rho(rho)}-seed{seed}", method, rho, int(seed),
-                     ["--rho", _rho(rho), *flags], cal)
-            for method, rho, flags, cal in specs for seed in seeds]
+                     ["--rho", _rho(rho), *flags], list(post))
+            for method, rho, flags, post in specs for seed in seeds]
 
 
 @dataclass
@@ -93,22 +112,27 @@ class Step:
     done_file: Path
 
 
-def run_steps(run: SweepRun, run_dir: Path, train_args, eval_args, python: str = sys.executable) -> list[Step]:
-    """The command chain of one run (paths absolute, so the workers' cwd does not matter)."""
+def run_steps(run: SweepRun, run_dir: Path, train_args, eval_args, extras=EVAL_EXTRAS,
+              python: str = sys.executable) -> list[Step]:
+    """The command chain of one run (paths absolute, so the workers' cwd does not matter). Copies are
+    evaluated without diagnostics (they describe the trained network, i.e. the source run)."""
     run_dir = run_dir.resolve()
-    cal = run_dir / "calibrated"
     module = [python, "-m"]
-    steps = [
-        Step("train", [*module, "sast_deploy.train", *train_args, *run.train_flags, "--seed", str(run.seed),
-                       "--out", str(run_dir)], run_dir / SUMMARY_FILE),
-        Step("evaluate", [*module, "sast_deploy.evaluate", "--run", str(run_dir), "--robustness", "--diagnostics",
-                          *eval_args], run_dir / EVALUATION_FILE),
-    ]
-    if run.calibrate:
-        steps += [Step("calibrate", [*module, "sast_deploy.calibrate", "--run", str(run_dir), "--out", str(cal)],
-                       cal / SUMMARY_FILE),
-                  Step("evaluate-calibrated", [*module, "sast_deploy.evaluate", "--run", str(cal), "--robustness",
-                                               *eval_args], cal / EVALUATION_FILE)]
+
+    def evaluate(name: str, target: Path, flags: list[str]) -> list[Step]:
+        argv = [*module, "sast_deploy.evaluate", "--run", str(target), *flags, *eval_args]
+        return [Step(name, argv, target / EVALUATION_FILE)] if flags else []
+
+    flags = [f"--{e}" for e in EVAL_EXTRAS if e in extras]
+    steps = [Step("train", [*module, "sast_deploy.train", *train_args, *run.train_flags, "--seed", str(run.seed),
+                            "--out", str(run_dir)], run_dir / SUMMARY_FILE)]
+    steps += evaluate("evaluate", run_dir, flags)
+    for control in run.copies:
+        c = COPIES[control]
+        out = run_dir / c.folder
+        steps.append(Step(c.step, [*module, "sast_deploy.calibrate", "--run", str(run_dir), *c.flags,
+                                   "--out", str(out)], out / SUMMARY_FILE))
+        steps += evaluate(f"evaluate-{c.folder}", out, [f for f in flags if f != "--diagnostics"])
     return steps
 
 
@@ -128,7 +152,8 @@ def _call(argv, log, env) -> int:
 
 
 def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, resume_flag: str | None) -> dict:
-    """Run the steps that are not done (and every step after one that runs); log to `log_path`."""
+    """Run the steps that are not done (and every step after one that runs); log to `log_path`.
+    `seconds` is the time its steps took, left out when none ran (the recorded time stays)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0, ran = time.perf_counter(), False
     with open(log_path, "a") as log:
@@ -144,13 +169,14 @@ def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, res
             if rc != 0 or not step.done_file.is_file():
                 return {"status": "failed", "failed_step": step.name, "returncode": rc,
                         "seconds": time.perf_counter() - t0}
-    return {"status": "done", "seconds": time.perf_counter() - t0}
+    return {"status": "done", "seconds": time.perf_counter() - t0} if ran else {"status": "done"}
 
 
 def _train(step: Step, run_dir: Path, log, env, resume_flag: str | None) -> int:
     partial = run_dir.is_dir() and any(run_dir.iterdir())
     if partial and resume_flag:
-        rc = _call(step.argv + [resume_flag], log, env)
+        # `train --resume RUN_DIR` alone: the trainer refuses other flags and uses the recorded settings
+        rc = _call([*step.argv[:3], resume_flag, str(run_dir)], log, env)
         if rc == 0:
             return rc
         log.write(f"resume failed (exit {rc}); restarting {run_dir} from scratch\n")
@@ -179,7 +205,7 @@ def load_manifest(out: Path, train_args, eval_args) -> dict:
 
 
 def run_sweep(out, runs: list[SweepRun], train_args=(), eval_args=(), jobs: int = 1,
-              resume_flag: str | None = None, progress: bool = True) -> dict:
+              resume_flag: str | None = None, progress: bool = True, extras=EVAL_EXTRAS) -> dict:
     """Execute `runs` (skipping finished steps) with `jobs` parallel workers; returns the manifest,
     also written to SWEEP/sweep.json after every run."""
     out = Path(out)
@@ -194,7 +220,7 @@ def run_sweep(out, runs: list[SweepRun], train_args=(), eval_args=(), jobs: int 
 
     def work(run: SweepRun) -> tuple[str, dict]:
         run_dir = out / "runs" / run.name
-        steps = run_steps(run, run_dir, train_args, eval_args)
+        steps = run_steps(run, run_dir, train_args, eval_args, extras)
         return run.name, execute_run(steps, run_dir, out / "logs" / f"{run.name}.log", env, resume_flag)
 
     bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)

@@ -34,6 +34,7 @@ from ..model.checkpoint import load_model, save_model
 from ..model.network import SNN
 from ..model.qat import disable_qat, enable_qat, is_qat, qat_grids, rechoose_grids
 from .batches import epoch_batches, fixed_subset
+from .bn_recalibration import bn_recalibrate_run
 from .config import TrainConfig
 from .controls import constraint_projection, network_spec
 from .distributed import DEFAULT_TIMEOUT_S, SingleProcess, joined
@@ -219,7 +220,10 @@ class _Run:
                      for b, b2 in epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.reuse_batch)]
             self._train_epoch(epoch, pairs)
             self._end_epoch(epoch)
-        return self._finish()
+        summary = self._finish()
+        if cfg.bn_recalibrate != "none":  # training-end option: the re-estimated copy, RUN/bn-<mode>
+            bn_recalibrate_run(self.out, mode=cfg.bn_recalibrate, train=self.data["train"], progress=self.show)
+        return summary
 
     def _train_epoch(self, epoch: int, pairs) -> None:
         cfg, p = self.cfg, self.progress

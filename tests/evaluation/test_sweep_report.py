@@ -43,7 +43,9 @@ def test_plan_gives_every_method_every_seed():
     assert sorted({r.rho for r in by_method["sast"]}) == [0.1, 0.3]
     assert {tuple(r.train_flags) for r in by_method["asam"]} == {("--rho", "0.3", "--asam")}
     assert {tuple(r.train_flags) for r in by_method["ste"]} == {("--rho", "0", "--forward", "ste")}
-    assert all(r.calibrate == (r.method in ("baseline", "sast")) for r in runs)
+    assert all(r.copies == (["calibration"] if r.method in ("baseline", "sast") else []) for r in runs)
+    bn = plan_runs([0, 0.1], [0], controls=["calibration", "bn-reestimation"])
+    assert [r.copies for r in bn] == [["calibration", "bn-reestimation"]] * 2
     assert len({r.name for r in runs}) == len(runs)
     with pytest.raises(SastError, match="distinct"):
         plan_runs([0], [1, 1])
@@ -63,15 +65,23 @@ def test_sweep_finishes_every_run_and_resumes_without_redoing_work(sweep):
     before = mtimes(sweep / "runs")
     assert cli(sweep_args(sweep)) == 0
     assert mtimes(sweep / "runs") == before  # everything was finished: nothing ran again
+    assert {n: r["seconds"] for n, r in read_json(sweep / "sweep.json")["runs"].items()} \
+        == {n: r["seconds"] for n, r in manifest["runs"].items()}  # the recorded run times stay
 
 
 def test_an_unfinished_run_is_redone_and_only_it(sweep):
     victim = sweep / "runs" / "sast-rho0.1-seed1"
     (victim / "summary.json").unlink()  # as if training had been killed before its last write
     (victim / "model.safetensors").unlink()
-    others = {k: v for k, v in mtimes(sweep / "runs").items() if "sast-rho0.1-seed1" not in k}
+    resumable = sweep / "runs" / "baseline-rho0-seed1"
+    (resumable / "summary.json").unlink()  # killed after its last checkpoint: resumed, not restarted
+    others = {k: v for k, v in mtimes(sweep / "runs").items() if "-rho0.1-seed1" not in k and "-rho0-seed1" not in k}
     assert cli(sweep_args(sweep)) == 0
     assert (victim / "summary.json").is_file() and (victim / "calibrated" / "evaluation.json").is_file()
+    assert (resumable / "summary.json").is_file()
+    log = (sweep / "logs" / "baseline-rho0-seed1.log").read_text()
+    assert f"sast_deploy.train --resume {resumable}" in log and "restarting" not in log
+    assert "restarting" in (sweep / "logs" / "sast-rho0.1-seed1.log").read_text()  # no model to finish from
     after = mtimes(sweep / "runs")
     assert {k: after[k] for k in others} == others
 
@@ -142,3 +152,33 @@ def test_stale_evaluations_are_left_out_and_the_demo_step_renews_them(sweep, tmp
     md = paths["markdown"].read_text()
     assert "without a current evaluation.json" not in md and "## Robustness" in md and "## Theory diagnostics" in md
     assert {"plot_accuracy_vs_rho", "plot_robustness", "plot_gap_strip"} <= set(paths)
+
+
+def test_study_report_gives_one_row_per_setting_from_the_runs_own_summaries(sweep, capsys):
+    other = sweep.parent / "narrow"
+    assert cli(["sweep", "--rho", "0", "--seeds", "0,1", "--controls", "calibration", "--eval-extras", "none",
+                "--epochs", "1", "--train-args", "--T 4 --hidden 8", "--jobs", "2", "--out", str(other)]) == 0
+    assert not (other / "runs" / "baseline-rho0-seed0" / "evaluation.json").exists()  # --eval-extras none
+    assert cli(["report", str(sweep.parent)]) == 0
+    assert "differ in hidden" in (sweep.parent / "report" / "report.md").read_text()  # pooled rows are flagged
+    assert cli(["report", str(sweep.parent), "--by", "hidden"]) == 0
+    assert "| hidden=8 |" in capsys.readouterr().out
+    rep = sweep.parent / "report"
+    rows = {(r["setting"], r["label"]): r for r in read_csv(rep / "study.csv")}
+    assert set(rows) == {(f"hidden={h}", label) for h in (8, 16) for label in ("baseline", "baseline + calibration")} \
+        | {("hidden=16", "SAST rho=0.1"), ("hidden=16", "SAST rho=0.1 + calibration")}
+    for h, folder in ((8, other), (16, sweep)):
+        gaps = [read_json(folder / "runs" / f"baseline-rho0-seed{s}" / "summary.json")["transfer_gap"] for s in (0, 1)]
+        row = rows[(f"hidden={h}", "baseline")]
+        assert row["gap_per_seed"] == " / ".join(f"{g:.3f}" for g in gaps) and row["seeds"] == "0 / 1"
+        assert float(row["gap_median"]) == pytest.approx(sum(gaps) / 2)
+    sast = [read_json(sweep / "runs" / f"sast-rho0.1-seed{s}" / "summary.json")["hard_acc"]
+            - read_json(sweep / "runs" / f"baseline-rho0-seed{s}" / "summary.json")["hard_acc"] for s in (0, 1)]
+    assert float(rows[("hidden=16", "SAST rho=0.1")]["hard_delta_median"]) == pytest.approx(sum(sast) / 2)
+    md = (rep / "study.md").read_text()
+    assert "## Transfer gap after the post-hoc controls" in md and "paired by seed" in md
+    for name in ("study_gap", "study_accuracy"):
+        image = matplotlib.image.imread(rep / "plots" / f"{name}.png")
+        assert image.shape[0] > 300 and image.std() > 0.05, name
+    assert cli(["report", str(sweep.parent), "--by", "nosuch"]) == 2
+    assert "these differ between them: hidden" in capsys.readouterr().err
