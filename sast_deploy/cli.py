@@ -50,6 +50,14 @@ def run_command(run, args) -> int:
         return 130
 
 
+def module_main(prog: str, description: str, add_arguments, run, argv=None) -> int:
+    """`python -m sast_deploy.<command>`: the same parser and error handling as the subcommand."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(p)
+    return run_command(run, p.parse_args(argv))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(args._run, args)

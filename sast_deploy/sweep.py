@@ -123,12 +123,9 @@ def _summary(run_dir: Path) -> dict | None:
 
 
 def main(argv=None) -> int:
-    from .cli import run_command
+    from .cli import module_main
 
-    p = argparse.ArgumentParser(prog="python -m sast_deploy.sweep", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(p)
-    return run_command(run, p.parse_args(argv))
+    return module_main("python -m sast_deploy.sweep", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

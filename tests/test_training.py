@@ -1,7 +1,6 @@
 """Training runs on the embedded data: determinism, exact resume after SIGKILL, the NaN guard,
 corrupt checkpoints, controls, selection, and the CLI's errors."""
 import json
-import os
 import shutil
 import signal
 import subprocess

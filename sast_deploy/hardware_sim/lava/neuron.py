@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.ports import PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
