@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from . import lif_kernel
 from .surrogates import Surrogate
 
 MODES = ("surrogate", "hard", "ste")
@@ -117,6 +118,17 @@ class LIFRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, theta, alpha, surrogate, ste):
+        ctx.alpha, ctx.surrogate = alpha, surrogate
+        kernel = lif_kernel.load() if lif_kernel.usable(current, theta, surrogate.name) else None
+        if kernel is not None:  # compiled loops (lif_kernel.py): the same forward values, bit for bit
+            threads = torch.get_num_threads()
+            step_threads = 1 if current[0].numel() <= SERIAL_STEP_ELEMENTS else threads
+            with _serial_if_small(current[0]):
+                spikes, margins = lif_kernel.forward(kernel, current.contiguous(), theta, alpha, surrogate, ste,
+                                                     threads, step_threads)
+            ctx.save_for_backward(spikes, theta, margins)
+            ctx.kernel = kernel
+            return spikes
         spikes, margins = torch.empty_like(current), []
         u = s = torch.zeros_like(current[0])
         with _serial_if_small(u):
@@ -127,15 +139,20 @@ class LIFRecurrence(torch.autograd.Function):
                 u, s = lif_step(u, s, i, alpha, theta, spike)
         ctx.save_for_backward(spikes, theta)
         ctx.margins = margins  # intermediate tensors: kept on ctx, freed with the graph
-        ctx.alpha, ctx.sigma_grad = alpha, surrogate.grad
+        ctx.kernel = None
         return spikes
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        spikes, theta = ctx.saved_tensors
-        margins, alpha, sigma_grad = ctx.margins, ctx.alpha, ctx.sigma_grad
         want_theta = ctx.needs_input_grad[1]
+        if ctx.kernel is not None:
+            spikes, theta, margins = ctx.saved_tensors
+            d_current, d_theta = lif_kernel.backward(ctx.kernel, grad, margins, spikes, theta, ctx.alpha,
+                                                     ctx.surrogate, want_theta, torch.get_num_threads())
+            return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
+        spikes, theta = ctx.saved_tensors
+        margins, alpha, sigma_grad = ctx.margins, ctx.alpha, ctx.surrogate.grad
         d_current = torch.empty_like(spikes)
         d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
         du = torch.zeros_like(spikes[0])
