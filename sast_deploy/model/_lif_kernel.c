@@ -71,8 +71,8 @@ void SFX(lif_forward)(int64_t T, int64_t E, int64_t P, const REAL *current, cons
         memset(u, 0, sizeof u);
         memset(s, 0, sizeof s);
         for (int64_t t = 0; t < T; t++) {
-            const REAL *I = current + t * E + e0;
-            REAL *sp = spikes + t * E + e0, *mg = margins + t * E + e0;
+            const REAL *restrict I = current + t * E + e0;
+            REAL *restrict sp = spikes + t * E + e0, *restrict mg = margins + t * E + e0;
             if (fast_sigmoid) {
                 for (int64_t j = 0; j < n; j++) {
                     REAL v = (alpha * u[j] + I[j]) - th[j] * s[j];
@@ -106,18 +106,20 @@ void SFX(lif_arctan_step)(int64_t E, int64_t P, const REAL *current, const REAL 
     for (int64_t b = 0; b < nblocks; b++) {
         REAL th[BLOCK];
         const int64_t e0 = b * BLOCK, n = (E - e0 < BLOCK) ? E - e0 : BLOCK;
-        REAL *pv = prev ? prev + e0 : 0;
-        if (pv)
+        REAL *restrict pv = prev ? prev + e0 : 0;
+        if (!current) {
             for (int64_t j = 0; j < n; j++) pv[j] = pv[j] / pi + (REAL)0.5;
-        if (!current) continue;
+            continue;
+        }
         SFX(block_theta)(th, theta, P, e0, n);
-        const REAL *I = current + e0;
-        REAL *uu = u + e0, *mg = margin + e0, *o = out + e0;
+        const REAL *restrict I = current + e0;
+        REAL *restrict uu = u + e0, *restrict mg = margin + e0, *restrict o = out + e0;
         if (pv) {
             for (int64_t j = 0; j < n; j++) {
-                REAL v = (alpha * uu[j] + I[j]) - th[j] * pv[j];
+                REAL sp = pv[j] / pi + (REAL)0.5;
+                REAL v = (alpha * uu[j] + I[j]) - th[j] * sp;
                 REAL x = v - th[j];
-                uu[j] = v; mg[j] = x; o[j] = k * x;
+                pv[j] = sp; uu[j] = v; mg[j] = x; o[j] = k * x;
             }
         } else {
             for (int64_t j = 0; j < n; j++) {
@@ -149,8 +151,9 @@ void SFX(lif_backward)(int64_t T, int64_t E, int64_t P, const REAL *grad, const 
         memset(du, 0, sizeof du);
         memset(dth, 0, sizeof dth);
         for (int64_t t = T - 1; t >= 0; t--) {
-            const REAL *g = grad + t * E + e0, *x = margins + t * E + e0, *s = spikes + t * E + e0;
-            REAL *d = d_current + t * E + e0;
+            const REAL *restrict g = grad + t * E + e0, *restrict x = margins + t * E + e0,
+                       *restrict s = spikes + t * E + e0;
+            REAL *restrict d = d_current + t * E + e0;
             if (fast_sigmoid) {
                 for (int64_t j = 0; j < n; j++) {
                     REAL q = (REAL)1 + k * FABS(x[j]);
