@@ -31,7 +31,9 @@ What runs where:
 
 Fallback (None from `load`, the torch loop runs): SAST_DEPLOY_LIF_KERNEL=0, no compiler or a
 failed compile (warned once per process), and tensors the kernel does not take (CUDA,
-dtypes other than float32/float64, mixed dtypes): see `usable`.
+dtypes other than float32/float64, mixed dtypes): see `usable`. A non-contiguous current or
+incoming gradient is copied to a contiguous one first; a threshold of another shape than the
+neurons' (anything that broadcasts) is expanded to one step's elements.
 """
 from __future__ import annotations
 
