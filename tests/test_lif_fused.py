@@ -301,3 +301,21 @@ def test_kernel_compiles_into_the_cache_dir(monkeypatch, tmp_path, fresh_kernel)
         pytest.skip("no working C compiler here")
     (lib,) = tmp_path.glob("lif_kernel-*.so")
     assert not [p for p in tmp_path.iterdir() if p != lib]  # the temporary build directory is gone
+
+
+def test_processes_compiling_at_once_all_load_the_kernel(tmp_path):
+    """Several processes compiling into one empty cache: each renames its own build into place."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if lif_kernel.load() is None:
+        pytest.skip("no working C compiler here")
+    root = str(Path(lif_kernel.__file__).resolve().parents[2])  # this checkout's package, not another install
+    env = {**os.environ, "SAST_DEPLOY_CACHE": str(tmp_path), lif_kernel.ENV_SWITCH: "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    code = "from sast_deploy.model import lif_kernel; import sys; sys.exit(lif_kernel.load() is None)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+    assert len(list(tmp_path.glob("lif_kernel-*.so"))) == 1
