@@ -2,6 +2,7 @@
 `integrate` with autograd recording every operation (LIF(fused=False)), in float64. On CPU it runs
 the compiled kernel (model/lif_kernel.py) when one is available; the tests at the end run both of its
 paths, kernel and torch loop, against each other and the reference."""
+import platform
 import warnings
 
 import pytest
@@ -191,8 +192,8 @@ def both_paths(monkeypatch, run):
 @pytest.mark.parametrize("mode", ["surrogate", "ste"])
 @pytest.mark.parametrize("name", SURROGATES)
 def test_kernel_matches_torch_loop_and_reference(monkeypatch, kernel_calls, name, mode, shape, dtype):
-    """Forward values bit for bit (the same operations, each rounded in the dtype); gradients to
-    rounding: torch's add(alpha=) fuses a multiply-add (FMA) where the kernel rounds twice."""
+    """Forward values bit for bit (the same operations, each rounded in the dtype); gradients bit for
+    bit where the kernel's multiply-adds round as torch's (gradients_exact), else to rounding."""
     fused, ref = lif_pair(shape, name, mode, dtype=dtype)
     current, weights = drive(shape, T=11, B=5, dtype=dtype)  # (300,): 1500 elements, several blocks
     kernel, loop = both_paths(monkeypatch, lambda: spikes_and_grads(fused, current, weights))
@@ -201,6 +202,7 @@ def test_kernel_matches_torch_loop_and_reference(monkeypatch, kernel_calls, name
     assert torch.equal(kernel[0], loop[0]) and torch.equal(kernel[0], s_ref)
     tol = dict(rtol=1e-12, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     for g, g_loop, g_ref in zip(kernel[1:], loop[1:], grads_ref):
+        assert torch.equal(g, g_loop) or not lif_kernel.gradients_exact()
         torch.testing.assert_close(g, g_loop, **tol)
         torch.testing.assert_close(g, g_ref, **tol)
 
@@ -235,8 +237,18 @@ def test_kernel_broadcast_threshold_and_noncontiguous_current(monkeypatch, kerne
     grads_ref = torch.autograd.grad((s_ref * weights).sum(), (current, theta))
     assert torch.equal(kernel[0], loop[0]) and torch.equal(kernel[0], s_ref)
     for g, g_loop, g_ref in zip(kernel[1:], loop[1:], grads_ref):
+        assert torch.equal(g, g_loop) or not lif_kernel.gradients_exact()
         torch.testing.assert_close(g, g_loop, rtol=1e-12, atol=1e-13)
         torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64")
+                    or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="the probe's expected outcome is known for x86 CPUs with AVX2/AVX-512")
+def test_kernel_gradients_are_the_torch_loops_bit_for_bit_here(kernel_calls):
+    """On x86 with AVX2/AVX-512 torch fuses addcmul's and add(alpha=)'s multiply-adds; the kernel's
+    fused backward does the same, so switching the kernel on changes no training run's numbers."""
+    assert "-mfma" in lif_kernel.flags() and lif_kernel.gradients_exact()
 
 
 @pytest.mark.parametrize("mode", ["surrogate", "ste"])

@@ -8,14 +8,18 @@
  * block's state (u, s, du, dtheta) in local arrays and the inner loop over contiguous elements.
  * The result of an element never depends on the thread count.
  *
- * Rounding: compiled with -ffp-contract=off (no multiply-add fusion) and never -ffast-math, each
- * operation below is one IEEE operation in the tensor's dtype, in the order torch evaluates
+ * Rounding: compiled with -ffp-contract=off (no implicit multiply-add fusion) and never -ffast-math,
+ * each operation below is one IEEE operation in the tensor's dtype, in the order torch evaluates
  * lif_step and the surrogates (sast_deploy/model/surrogates.py): the forward values are the same bit
  * for bit. Scalars (alpha, k, pi, k/pi, k/2) arrive as doubles and are rounded to the dtype, as
- * torch does with a Python float against a float32 tensor.
+ * torch does with a Python float against a float32 tensor. The torch loop's backward uses add(alpha=)
+ * and addcmul, which torch's vectorised CPU kernels evaluate as fused multiply-adds where the CPU has
+ * them (AVX2, AVX-512) and as two roundings elsewhere; the backward is therefore compiled both ways
+ * (lif_backward, lif_backward_fused) and lif_kernel.py keeps the one whose gradients equal the torch
+ * loop's bit for bit on this machine.
  *
- * The file is compiled twice into one library by including itself: once per dtype (float: _f32,
- * double: _f64).
+ * The file is compiled into one library by including itself: once per dtype (float: _f32, double:
+ * _f64), and within each, the backward once per rounding (BW_FUSED 0 and 1).
  */
 #ifndef REAL
 
@@ -25,24 +29,28 @@
 #define BLOCK 256
 
 #define REAL float
+#define FMA __builtin_fmaf
 #define FABS __builtin_fabsf
 #define SFX(name) name##_f32
 #include __FILE__
 #undef REAL
+#undef FMA
 #undef FABS
 #undef SFX
 
 #define REAL double
+#define FMA __builtin_fma
 #define FABS __builtin_fabs
 #define SFX(name) name##_f64
 #include __FILE__
 #undef REAL
+#undef FMA
 #undef FABS
 #undef SFX
 
 int lif_kernel_abi(void) { return 1; }
 
-#else /* the kernels, once per REAL */
+#elif !defined(BW_NAME) /* the kernels, once per REAL */
 
 /* theta of the block's elements [e0, e0 + n): theta[(e0 + j) % P] */
 static void SFX(block_theta)(REAL *th, const REAL *theta, int64_t P, int64_t e0, int64_t n) {
@@ -131,16 +139,30 @@ void SFX(lif_arctan_step)(int64_t E, int64_t P, const REAL *current, const REAL 
     }
 }
 
+#define BW_NAME SFX(lif_backward)
+#define MADD(a, b, c) ((a) * (b) + (c))
+#include __FILE__
+#undef BW_NAME
+#undef MADD
+#define BW_NAME SFX(lif_backward_fused)
+#define MADD(a, b, c) FMA(a, b, c)
+#include __FILE__
+#undef BW_NAME
+#undef MADD
+
+#else /* the backward, once per REAL and rounding: MADD(a, b, c) = a b + c, rounded twice or once */
+
 /* Backward through time (LIFRecurrence's docstring), both modes, for t = T-1 .. 0:
  *   a_t = (g_t - theta du_{t+1}) sigma'(x_t);  dtheta -= a_t + du_{t+1} s_t;  du_t = a_t + alpha du_{t+1}
+ * each multiply-add as torch's addcmul and add(alpha=) round it (MADD);
  * sigma' as Surrogate.grad computes it (c / d evaluated by torch as reciprocal(d) * c):
  *   arctan:       (1 / (1 + (k x)^2)) * (k / pi)
  *   fast-sigmoid: (1 / (1 + k |x|)^2) * (k / 2)
  * d_current[t] = du_t; neg_d_theta (E elements, or NULL when not wanted) = sum over t of
  * (a_t + du_{t+1} s_t), per element: the caller sums it over the batch and negates it. */
-void SFX(lif_backward)(int64_t T, int64_t E, int64_t P, const REAL *grad, const REAL *margins,
-                       const REAL *spikes, const REAL *theta, double alpha_d, double k_d, double c_d,
-                       int fast_sigmoid, REAL *d_current, REAL *neg_d_theta, int threads) {
+void BW_NAME(int64_t T, int64_t E, int64_t P, const REAL *grad, const REAL *margins,
+             const REAL *spikes, const REAL *theta, double alpha_d, double k_d, double c_d,
+             int fast_sigmoid, REAL *d_current, REAL *neg_d_theta, int threads) {
     const REAL alpha = (REAL)alpha_d, k = (REAL)k_d, c = (REAL)c_d;
     const int64_t nblocks = (E + BLOCK - 1) / BLOCK;
     #pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
@@ -167,15 +189,15 @@ void SFX(lif_backward)(int64_t T, int64_t E, int64_t P, const REAL *grad, const 
             }
             if (neg_d_theta) {
                 for (int64_t j = 0; j < n; j++) {
-                    REAL a = (g[j] - th[j] * du[j]) * sg[j];
-                    dth[j] = (dth[j] + a) + du[j] * s[j];
-                    du[j] = a + alpha * du[j];
+                    REAL a = MADD(-th[j], du[j], g[j]) * sg[j];   /* addcmul(g, theta, du, value=-1) */
+                    dth[j] = MADD(du[j], s[j], dth[j] + a);      /* add_(a).addcmul_(du, s) */
+                    du[j] = MADD(alpha, du[j], a);               /* add(a, du, alpha=alpha) */
                     d[j] = du[j];
                 }
             } else {
                 for (int64_t j = 0; j < n; j++) {
-                    REAL a = (g[j] - th[j] * du[j]) * sg[j];
-                    du[j] = a + alpha * du[j];
+                    REAL a = MADD(-th[j], du[j], g[j]) * sg[j];
+                    du[j] = MADD(alpha, du[j], a);
                     d[j] = du[j];
                 }
             }

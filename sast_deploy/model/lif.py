@@ -120,8 +120,9 @@ class LIFRecurrence(torch.autograd.Function):
       the batch x neuron elements for the whole forward and one for the whole backward (each thread
       runs all T steps of its elements), so they use every intra-op thread. The arctan surrogate's
       forward keeps torch's own atan, one call per step between C calls, so its values stay torch's.
-      Spikes are bit-identical to the torch loop in both modes; gradients agree to rounding (torch's
-      vectorised add(alpha=) fuses a multiply-add where C rounds twice): ~1e-16 relative in float64.
+      Values are bit-identical to the torch loop in both modes, and so are gradients wherever the
+      kernel can round its multiply-adds as torch does (probed on load: `lif_kernel.gradients_exact()`,
+      true on this project's x86 machines); elsewhere they agree to rounding (~1 ulp per step).
     - CUDA, other dtypes, SAST_DEPLOY_LIF_KERNEL=0, or no working C compiler (warned once): `lif_step`
       looped in torch, ~9 operations per step on [B, *shape] tensors forward and ~9 backward, in
       place where it can.
@@ -165,19 +166,26 @@ class LIFRecurrence(torch.autograd.Function):
                                                      ctx.surrogate, want_theta, torch.get_num_threads())
             return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
         spikes, theta = ctx.saved_tensors
-        margins, alpha, sigma_grad = ctx.margins, ctx.alpha, ctx.surrogate.grad
-        d_current = torch.empty_like(spikes)
-        d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
-        du = torch.zeros_like(spikes[0])
-        steps = zip(grad.unbind(0), margins, spikes.unbind(0), d_current.unbind(0))
-        with _serial_if_small(du):
-            for g, x, s, d in reversed(list(steps)):
-                a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
-                if want_theta:
-                    d_theta.add_(a).addcmul_(du, s)
-                du = torch.add(a, du, alpha=alpha, out=d)
-        d_theta = d_theta.sum_to_size(theta.shape).neg_() if want_theta else None
+        d_current, d_theta = torch_backward(grad, ctx.margins, spikes, theta, ctx.alpha, ctx.surrogate.grad,
+                                            want_theta)
         return (d_current if ctx.needs_input_grad[0] else None), d_theta, None, None, None
+
+
+def torch_backward(grad, margins, spikes, theta, alpha, sigma_grad, want_theta):
+    """LIFRecurrence's backward as torch operations (the fallback, and the kernel's reference):
+    (d_current, d_theta or None) from the incoming gradient, the margins (a list per step) and the spikes."""
+    d_current = torch.empty_like(spikes)
+    d_theta = torch.zeros_like(spikes[0]) if want_theta else None  # -dtheta, per batch row until the end
+    du = torch.zeros_like(spikes[0])
+    steps = zip(grad.unbind(0), margins, spikes.unbind(0), d_current.unbind(0))
+    with _serial_if_small(du):
+        for g, x, s, d in reversed(list(steps)):
+            a = torch.addcmul(g, theta, du, value=-1).mul_(sigma_grad(x))
+            if want_theta:
+                d_theta.add_(a).addcmul_(du, s)
+            du = torch.add(a, du, alpha=alpha, out=d)
+    d_theta = d_theta.sum_to_size(theta.shape).neg_() if want_theta else None
+    return d_current, d_theta
 
 
 class LIF(nn.Module):

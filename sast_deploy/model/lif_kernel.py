@@ -25,9 +25,12 @@ What runs where:
   step stays a hybrid: one C call (finish the previous step's sigma, the LIF update, the margin,
   k x) and torch.atan in place. The values are torch's, bit for bit.
 - backward, both surrogates and modes: one call for all T steps; sigma' is rational and computed as
-  Surrogate.grad does (reciprocal, then the constant). Torch's vectorised `add(a, b, alpha=)` fuses
-  the multiply-add (FMA) where the kernel rounds twice, so gradients agree with the torch loop to
-  rounding (~1 ulp per step), not bit for bit; dtheta's sum over the batch stays in torch.
+  Surrogate.grad does (reciprocal, then the constant); dtheta's sum over the batch stays in torch.
+  Torch's vectorised `addcmul` and `add(a, b, alpha=)` round a multiply-add once (FMA) on CPUs that
+  have it and twice elsewhere, so the library holds both roundings (compiled with -mfma where torch
+  runs its AVX2/AVX-512 kernels) and `load` keeps the one whose gradients equal the torch loop's bit
+  for bit on a probe (`gradients_exact()`; on this project's machines: the fused one, exact). Were
+  neither exact, the two-rounding one runs and gradients agree to rounding (~1 ulp per step).
 
 Fallback (None from `load`, the torch loop runs): SAST_DEPLOY_LIF_KERNEL=0, no compiler or a
 failed compile (warned once per process), and tensors the kernel does not take (CUDA,
@@ -54,6 +57,8 @@ import torch
 
 SOURCE = "_lif_kernel.c"
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c99")
+# torch's CPU kernels use fused multiply-adds from AVX2 up: so does lif_backward_fused, inline
+_FMA_CAPABILITIES = ("AVX2", "AVX512")
 ENV_SWITCH = "SAST_DEPLOY_LIF_KERNEL"
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
@@ -61,10 +66,12 @@ _ARGTYPES = {
     "lif_forward": [_I64, _I64, _I64, _P, _P, _D, _D, _INT, _P, _P, _INT],
     "lif_arctan_step": [_I64, _I64, _P, _P, _D, _D, _P, _P, _P, _P, _INT],
     "lif_backward": [_I64, _I64, _I64, _P, _P, _P, _P, _D, _D, _D, _INT, _P, _P, _INT],
+    "lif_backward_fused": [_I64, _I64, _I64, _P, _P, _P, _P, _D, _D, _D, _INT, _P, _P, _INT],
 }
 
 _lock = threading.Lock()
-_loaded: dict | None = None  # dtype -> {name: function}
+_loaded: dict | None = None  # dtype -> {name: function}; "backward" is the variant `load` chose
+_exact = False  # whether that variant's gradients equal the torch loop's bit for bit
 _tried = False
 
 
@@ -83,6 +90,12 @@ def _compiler() -> list[str]:
     return (os.environ.get("CC") or "cc").split()
 
 
+def flags() -> tuple[str, ...]:
+    """Compiler flags: FLAGS, plus -mfma on x86 CPUs where torch runs its AVX2/AVX-512 kernels."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return FLAGS + (("-mfma",) if x86 and torch.backends.cpu.get_cpu_capability() in _FMA_CAPABILITIES else ())
+
+
 def _library_path(source: bytes, cc: list[str]) -> Path:
     """Where the library for this source, compiler and flags lives in the cache."""
     exe = shutil.which(cc[0]) or cc[0]
@@ -91,7 +104,7 @@ def _library_path(source: bytes, cc: list[str]) -> Path:
     except (OSError, subprocess.SubprocessError):
         ident = b""
     h = hashlib.sha256()
-    for part in (source, " ".join(FLAGS).encode(), " ".join([exe, *cc[1:]]).encode(), ident,
+    for part in (source, " ".join(flags()).encode(), " ".join([exe, *cc[1:]]).encode(), ident,
                  platform.machine().encode(), platform.system().encode()):
         h.update(part)
         h.update(b"\0")
@@ -105,7 +118,7 @@ def _compile(source: bytes, cc: list[str], path: Path) -> None:
         src = Path(tmp) / SOURCE  # compiled from a path of its own: the file includes itself
         src.write_bytes(source)
         out = Path(tmp) / path.name
-        proc = subprocess.run([*cc, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+        proc = subprocess.run([*cc, *flags(), str(src), "-o", str(out), "-lm"], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0 or not out.is_file():
             raise RuntimeError(f"{' '.join(cc)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -125,10 +138,44 @@ def _bind(lib: ctypes.CDLL) -> dict:
     return table
 
 
+def _probe_backward(table: dict) -> bool:
+    """Point every dtype's "backward" at the variant whose gradients equal the torch loop's bit for bit
+    on a small random probe (both surrogates, a block tail); the two-rounding one when neither does.
+    Returns whether the choice is exact."""
+    from .lif import torch_backward  # the torch loop: lif imports this module at its top
+    from .surrogates import SURROGATES, Surrogate
+
+    exact = True
+    gen = torch.Generator().manual_seed(0)
+    for dtype, fns in table.items():
+        T, B, N = 6, 3, 37
+        margins = torch.randn(T, B, N, generator=gen, dtype=dtype)
+        spikes = (margins > 0).to(dtype)
+        grad = torch.randn(T, B, N, generator=gen, dtype=dtype)
+        theta = torch.rand(N, generator=gen, dtype=dtype) + 0.5
+        chosen = None
+        for name in ("lif_backward_fused", "lif_backward"):
+            kernel = {dtype: {**fns, "backward": fns[name]}}
+            if all(torch.equal(a, b) for surrogate in (Surrogate(n, 2.0) for n in SURROGATES)
+                   for a, b in zip(backward(kernel, grad, margins, spikes, theta, 0.9, surrogate, True, 1),
+                                   torch_backward(grad, list(margins.unbind(0)), spikes, theta, 0.9,
+                                                  surrogate.grad, True))):
+                chosen = name
+                break
+        fns["backward"] = fns[chosen or "lif_backward"]
+        exact = exact and chosen is not None
+    return exact
+
+
+def gradients_exact() -> bool:
+    """Whether the loaded kernel's gradients equal the torch loop's bit for bit (`load` probes it)."""
+    return load() is not None and _exact
+
+
 def load() -> dict | None:
     """The kernel's functions by dtype, compiling on first use; None when disabled or unavailable
     (a failed compile is warned about once per process and not retried)."""
-    global _loaded, _tried
+    global _loaded, _tried, _exact
     if not enabled():
         return None
     if _tried:
@@ -142,7 +189,9 @@ def load() -> dict | None:
             path = _library_path(source, cc)
             if not path.is_file():
                 _compile(source, cc, path)
-            _loaded = _bind(ctypes.CDLL(str(path)))
+            table = _bind(ctypes.CDLL(str(path)))
+            _exact = _probe_backward(table)
+            _loaded = table
         except Exception as exc:  # no compiler, a failed compile, an unloadable library
             _loaded = None
             warnings.warn(f"LIF kernel unavailable, using the torch loop instead: {exc}", RuntimeWarning,
@@ -153,9 +202,9 @@ def load() -> dict | None:
 
 def reset() -> None:
     """Forget the loaded (or failed) kernel: the next `load` tries again (for tests)."""
-    global _loaded, _tried
+    global _loaded, _tried, _exact
     with _lock:
-        _loaded, _tried = None, False
+        _loaded, _tried, _exact = None, False, False
 
 
 def usable(current: torch.Tensor, theta: torch.Tensor, surrogate_name: str) -> bool:
@@ -212,7 +261,7 @@ def backward(kernel: dict, grad: torch.Tensor, margins: torch.Tensor, spikes: to
     c = surrogate.k / 2.0 if fast else surrogate.k / math.pi  # Surrogate.grad's constants
     d_current = torch.empty_like(spikes)
     neg = torch.empty_like(spikes[0]) if want_theta else None  # -dtheta per element, summed below
-    fns["lif_backward"](T, E, P, grad.data_ptr(), margins.data_ptr(), spikes.data_ptr(), th.data_ptr(), alpha,
+    fns["backward"](T, E, P, grad.data_ptr(), margins.data_ptr(), spikes.data_ptr(), th.data_ptr(), alpha,
                         surrogate.k, c, int(fast), d_current.data_ptr(), None if neg is None else neg.data_ptr(),
                         threads)
     d_theta = neg.sum_to_size(theta.shape).neg_() if want_theta else None
