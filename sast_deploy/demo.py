@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from .evaluation.report import evaluate_and_report
-from .simulate import deploy_and_simulate, format_table
 from .jsonio import read_json
+from .simulate import deploy_and_simulate, format_table
 from .training.config import TrainConfig
 from .training.trainer import load_data, train
 
