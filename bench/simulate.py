@@ -1,7 +1,7 @@
 """Samples/s of the hard-spike simulators on one network (issue 6 §8): 2312 -> 512 -> 10, T = 100.
 
-    python bench/simulate.py                        # stand-in network (see below), 20 test samples
-    python bench/simulate.py --artifact net.lava.h5 --samples 50
+    python -m bench simulate                        # stand-in network (see below), 20 test samples
+    python -m bench simulate --artifact net.lava.h5 --samples 50
 
 Lava float and Lava fixed run the same samples of the embedded N-MNIST test split through
 `run_lava`; each is timed end to end (compile, start-up, streaming, stop) and, from a one-sample
@@ -28,6 +28,8 @@ from sast_deploy.hardware_sim.conformance import spike_mismatches
 from sast_deploy.hardware_sim.emulator import emulate
 from sast_deploy.lava import run_lava
 
+from .harness import cpu_name
+
 T = 100
 
 
@@ -42,14 +44,6 @@ def stand_in(hidden: int = 512, seed: int = 0) -> DeployedNetwork:
                           fx.bias_mant * 2.0**fx.bias_exp / fx.scale, fx.vth * 2.0**6 / fx.scale,
                           (4096 - fx.dv) / 4096, fixed=fx)
     return DeployedNetwork([layer], rng.normal(0, 1, (10, hidden)), np.zeros(10), T, (2, 34, 34), "binary")
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def _cpu_seconds() -> float:
@@ -85,7 +79,7 @@ def main(argv=None) -> int:
     sizes = [int(np.prod(layer.in_shape)) for layer in net.layers] + [int(np.prod(net.layers[-1].out_shape))]
     print(f"network {' -> '.join(map(str, sizes))} LIF -> readout {len(net.readout_bias)}, T = {net.T}; "
           f"Lava on {args.samples} samples, the emulator on all {len(data)} of nmnist-small/test")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({_cpu()}), load average "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_name()}), load average "
           f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()}, lava-nc {version('lava-nc')}")
 
     # per simulator: samples/s end to end and at steady state (Lava), CPU ms per sample
