@@ -44,11 +44,6 @@ def write_jsonl(path: str | os.PathLike, records) -> None:
     _write_atomic(path, "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
 
 
-def read_jsonl(path: str | os.PathLike) -> list:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def append_jsonl(path: str | os.PathLike, obj) -> None:
     """Append one JSON line (one record per line, flushed)."""
     with open(path, "a") as f:

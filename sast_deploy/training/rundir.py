@@ -96,7 +96,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         raise SastError(f"--run {run_dir}: no such directory; pass a folder written by `sast-deploy train --out`")
     if not is_finished(run_dir):
         raise SastError(f"--run {run_dir}: no {SUMMARY_FILE}, so training did not finish; "
-                        f"resume it with `sast-deploy train --resume --out {run_dir}`")
+                        f"resume it with `sast-deploy train --resume {run_dir}`")
     model, meta = load_model(run_dir / MODEL_FILE)
     if not isinstance(meta.get("data"), dict) or not {"dataset", "T", "input_norm"} <= set(meta["data"]):
         raise SastError(f"{run_dir / MODEL_FILE}: lacks the data settings (dataset, T, input_norm) in its metadata")

@@ -40,11 +40,11 @@ from .controls import constraint_projection, network_spec
 from .distributed import DEFAULT_TIMEOUT_S, SingleProcess, joined
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .provenance import environment
+from .rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
 from .state import Progress, TrainState, load_state, restore_optimizer, restore_rng, save_state
 
 CHECKPOINT = "checkpoint.safetensors"
-MODEL = "model.safetensors"
-RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT, MODEL, "summary.json")
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT, MODEL_FILE, SUMMARY_FILE)
 SELECTION_METRIC = "val_surrogate_acc"
 
 
@@ -88,7 +88,7 @@ def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet]
            dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
     """Continue the run in `run_dir` from its checkpoint, exactly as recorded; returns the summary."""
     run_dir = Path(run_dir)
-    config_path, ckpt = run_dir / "config.json", run_dir / CHECKPOINT
+    config_path, ckpt = run_dir / CONFIG_FILE, run_dir / CHECKPOINT
     if not config_path.is_file():
         raise ConfigError(f"--resume {run_dir}: no config.json there; is it a run directory?")
     if not ckpt.is_file():
@@ -104,7 +104,7 @@ def resume(run_dir: str | Path, progress: bool = True, data: dict[str, FrameSet]
     if mine != theirs:
         differ = sorted(k for k in mine if mine[k] != theirs[k])
         raise CheckpointError(f"{ckpt}: belongs to another run (its settings differ from {config_path} in {differ})")
-    if state.progress.epochs_done >= cfg.epochs and (run_dir / "summary.json").is_file():
+    if state.progress.epochs_done >= cfg.epochs and (run_dir / SUMMARY_FILE).is_file():
         raise ConfigError(f"--resume {run_dir}: the run already finished all {cfg.epochs} epochs")
     cfg.validate()
     with joined(cfg, dist_timeout_s) as world:
@@ -117,7 +117,7 @@ def initial_model(cfg: TrainConfig, train: FrameSet) -> SNN:
     (with --qat the grids are chosen anew from the weights)."""
     if not cfg.init_from:
         return SNN(network_spec(cfg, train))
-    model, meta = load_model(Path(cfg.init_from) / MODEL)
+    model, meta = load_model(Path(cfg.init_from) / MODEL_FILE)
     data = meta.get("data", {})
     for key, mine in (("dataset", cfg.dataset), ("T", cfg.T), ("input_norm", cfg.input_norm)):
         if key in data and data[key] != mine:
@@ -156,7 +156,7 @@ class _Run:
         if state is None:
             self.progress = Progress()
             if world.main:
-                write_json(self.out / "config.json", {"train": cfg.to_dict(), "method": cfg.method,
+                write_json(self.out / CONFIG_FILE, {"train": cfg.to_dict(), "method": cfg.method,
                                                       "spec": self.model.spec.to_dict(), "environment": env})
         else:
             self.progress = state.progress
@@ -165,10 +165,10 @@ class _Run:
             self.saved = self._describe_checkpoint()
             if world.main:
                 self._trim_metrics()
-                recorded = read_json(self.out / "config.json")
+                recorded = read_json(self.out / CONFIG_FILE)
                 recorded.setdefault("resumes", []).append({"from": self.saved, "environment": env})
-                write_json(self.out / "config.json", recorded)
-        world.check_shared(self.out / "config.json")
+                write_json(self.out / CONFIG_FILE, recorded)
+        world.check_shared(self.out / CONFIG_FILE)
         if self.show and self.model.spec.extensions():
             print(f"note: {', '.join(self.model.spec.extensions())}: practical extension(s) outside the paper's theory")
         if self.device.startswith("cuda"):
@@ -177,7 +177,7 @@ class _Run:
     # -- files ---------------------------------------------------------------------------------
     def _trim_metrics(self) -> None:
         """Drop metric lines of epochs the checkpoint does not cover (and a half-written last line)."""
-        path = self.out / "metrics.jsonl"
+        path = self.out / METRICS_FILE
         records = []
         if path.exists():
             for line in path.read_text().splitlines():
@@ -269,7 +269,7 @@ class _Run:
         if self.updater.sam is not None:
             record["grad_norm"] = p.grad_norm_sum / p.step_in_epoch
         if self.world.main:
-            append_jsonl(self.out / "metrics.jsonl", record)
+            append_jsonl(self.out / METRICS_FILE, record)
         if self.show:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}  val surrogate "
                        f"{val['surrogate_acc']:.3f}  hard {val['hard_acc']:.3f}  gap {val['transfer_gap']:+.3f}  "
@@ -278,7 +278,7 @@ class _Run:
         if cfg.select == "last" or p.best_metric is None or metric > p.best_metric:
             p.best_metric, p.best_epoch = metric, epoch + 1
             if self.world.main:
-                save_model(self.out / MODEL, self.model, {**self._model_meta(), "epoch": epoch + 1, "val": val})
+                save_model(self.out / MODEL_FILE, self.model, {**self._model_meta(), "epoch": epoch + 1, "val": val})
         p.epoch_times.append(p.epoch_elapsed_s)
         p.epochs_done += 1
         p.start_epoch()
@@ -287,7 +287,7 @@ class _Run:
     def _finish(self) -> dict:
         cfg, p, world = self.cfg, self.progress, self.world
         world.barrier()  # rank 0 has written the selected model
-        model, meta = load_model(self.out / MODEL)
+        model, meta = load_model(self.out / MODEL_FILE)
         model.to(self.device)
         test = world.transfer_gap(model, self.data["test"])
         summary = {
@@ -307,8 +307,8 @@ class _Run:
         }
         if world.main:  # hard-mode spikes and synaptic operations on the whole test split (docs/activity.md)
             summary.update(headline(model_activity(model, self.data["test"], device=self.device)))
-            save_model(self.out / MODEL, model.cpu(), {**meta, "summary": summary})
-            write_json(self.out / "summary.json", summary)
+            save_model(self.out / MODEL_FILE, model.cpu(), {**meta, "summary": summary})
+            write_json(self.out / SUMMARY_FILE, summary)
         return summary
 
     def _eps_batch_size(self) -> int | None:
