@@ -23,10 +23,15 @@ def predict(model: SNN, frames: FrameSet, mode: str, batch_size: int = 256, devi
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
+def accuracy(model: SNN, frames: FrameSet, mode: str, batch_size: int = 256, device="cpu") -> float:
+    """Fraction of `frames` that `model` classifies correctly in spike `mode`."""
+    return float((predict(model, frames, mode, batch_size, device) == frames.labels).mean())
+
+
 def transfer_gap(model: SNN, frames: FrameSet, batch_size: int = 256, device="cpu") -> dict:
     """surrogate_acc, hard_acc and transfer_gap = surrogate_acc - hard_acc on `frames`."""
-    sur = float((predict(model, frames, "surrogate", batch_size, device) == frames.labels).mean())
-    hard = float((predict(model, frames, "hard", batch_size, device) == frames.labels).mean())
+    sur = accuracy(model, frames, "surrogate", batch_size, device)
+    hard = accuracy(model, frames, "hard", batch_size, device)
     return {"surrogate_acc": sur, "hard_acc": hard, "transfer_gap": sur - hard}
 
 

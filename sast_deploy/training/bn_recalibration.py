@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data.frames import FrameSet
 from ..errors import SastError
-from ..evaluation.accuracy import predict
+from ..evaluation.accuracy import accuracy
 from ..model.network import SNN
 from .batches import fixed_subset
 from .copies import copy_dir, write_copy
@@ -140,9 +140,9 @@ def bn_recalibrate_run(run_dir, out_dir=None, mode: str = "hard", test_split: st
         train = train.subset(fixed_subset(len(train), int(run.settings.get("max_samples", 0) or 0)))
     model, layers = reestimate(run.model, train, mode)
     test = run.frames(test_split, data_dir, progress)
-    acc = {name: float((predict(m, test, spike) == test.labels).mean())
-           for name, m, spike in (("surrogate", run.model, "surrogate"), ("source_hard", run.model, "hard"),
-                                  ("hard", model, "hard"), ("reestimated_surrogate", model, "surrogate"))}
+    acc = {name: accuracy(m, test, spike) for name, m, spike in (
+        ("surrogate", run.model, "surrogate"), ("source_hard", run.model, "hard"),
+        ("hard", model, "hard"), ("reestimated_surrogate", model, "surrogate"))}
     info = {"mode": mode, "split": train.split, "samples": len(train), "source_run": os.fspath(run.dir)}
     record = {**info, "layers": layers, "test_split": test_split,
               "test": {"surrogate_acc": acc["surrogate"], "source_hard_acc": acc["source_hard"],

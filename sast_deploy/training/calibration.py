@@ -18,7 +18,7 @@ import torch
 
 from ..data.frames import FrameSet
 from ..errors import SastError
-from ..evaluation.accuracy import predict
+from ..evaluation.accuracy import accuracy
 from ..model.network import SNN
 from .bn_recalibration import with_statistics
 from .copies import copy_dir, write_copy
@@ -41,10 +41,6 @@ def scale_thresholds(model: SNN, lambdas) -> SNN:
     return out
 
 
-def hard_accuracy(model: SNN, frames: FrameSet, device="cpu") -> float:
-    return float((predict(model, frames, "hard", device=device) == frames.labels).mean())
-
-
 def _better(acc: float, lam: float, best_acc: float, best_lam: float) -> bool:
     return acc > best_acc or (acc == best_acc and (abs(lam - 1), lam) < (abs(best_lam - 1), best_lam))
 
@@ -57,7 +53,7 @@ def calibrate(model: SNN, val: FrameSet, grid=GRID, rounds: int = 2, device="cpu
     def acc(lambdas) -> float:
         key = tuple(lambdas)
         if key not in acc_of:
-            acc_of[key] = hard_accuracy(scale_thresholds(model, key), val, device)
+            acc_of[key] = accuracy(scale_thresholds(model, key), val, "hard", device=device)
         return acc_of[key]
 
     curve = {f"{lam:g}": acc([lam] * n_layers) for lam in grid}
@@ -108,16 +104,15 @@ def calibrate_run(run_dir, out_dir=None, method: str = "per-layer", val_split: s
     val = run.frames(val_split, data_dir, progress)
     choice = calibrate(run.model, val, grid)
     test = run.frames(test_split, data_dir, progress)
-    labels = test.labels
-    sur = float((predict(run.model, test, "surrogate") == labels).mean())
-    results = {m: hard_accuracy(scale_thresholds(run.model, choice[m]["lambdas"]), test) for m in METHODS}
+    sur = accuracy(run.model, test, "surrogate")
+    results = {m: accuracy(scale_thresholds(run.model, choice[m]["lambdas"]), test, "hard") for m in METHODS}
     calibrated = scale_thresholds(run.model, choice[method]["lambdas"])
     cal_meta = {"method": method, "lambdas": choice[method]["lambdas"], "selected_on": val_split,
                 "source_run": os.fspath(run.dir)}
     record = {**choice, "method": method, "test_split": test_split, "source_run": os.fspath(run.dir),
-              "test": {"surrogate_acc": sur, "uncalibrated_hard_acc": hard_accuracy(run.model, test),
+              "test": {"surrogate_acc": sur, "uncalibrated_hard_acc": accuracy(run.model, test, "hard"),
                        **{f"{m}_hard_acc": results[m] for m in METHODS},
-                       "calibrated_surrogate_acc": float((predict(calibrated, test, "surrogate") == labels).mean())},
+                       "calibrated_surrogate_acc": accuracy(calibrated, test, "surrogate")},
               "time_s": time.perf_counter() - t0}
     # the gap a calibrated deployment leaves: the trained surrogate network vs calibrated hard spikes
     summary = write_copy(run, out, calibrated, "calibration", cal_meta, CALIBRATION_FILE, record, {
