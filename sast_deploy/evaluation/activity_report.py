@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .activity import HEADLINE
-from .records import RunRecord, group_label, group_order
+from .records import RunRecord, by_group, group_label
 from .stats import summarize
 
 COLUMNS = (("hard_acc", "hard accuracy"), ("spikes_per_inference", "spikes/inference"),
@@ -63,9 +63,7 @@ def _cell(s: dict, key: str) -> str:
 def activity_table(rows: list[dict]) -> tuple[list[str], list[list]]:
     """(header, body) of the markdown table: per method and rho, mean ± std over seeds of each
     COLUMNS metric; spikes and synops also as the ratio of their means to the baseline's."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["method"], row["rho"]), []).append(row)
+    groups = by_group(rows, lambda row: (row["method"], row["rho"]))
     stats = {g: {k: summarize([row[k] for row in grp]) for k, _ in COLUMNS} for g, grp in groups.items()}
     base = stats.get(("baseline", 0.0))
     ratio_keys = HEADLINE[:2]  # spikes and synops per inference
@@ -73,7 +71,7 @@ def activity_table(rows: list[dict]) -> tuple[list[str], list[list]]:
     for key, name in COLUMNS:
         header += [name] + (["x baseline"] if key in ratio_keys else [])
     body = []
-    for g in sorted(groups, key=group_order):
+    for g in groups:
         cells = [group_label(*g), len(groups[g])]
         for key, _ in COLUMNS:
             cells.append(_cell(stats[g][key], key))

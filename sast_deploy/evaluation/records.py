@@ -83,6 +83,14 @@ def group_order(group: tuple[str, float]) -> tuple:
     return (["", *POSTHOC].index(suffix), keys.index(base) if base in keys else len(keys), base, rho)
 
 
+def by_group(items: list, key=lambda r: r.group) -> dict[tuple, list]:
+    """`items` (runs, or table rows with `key`) grouped by (method, rho), groups in table order."""
+    out: dict[tuple, list] = {}
+    for item in items:
+        out.setdefault(key(item), []).append(item)
+    return {g: out[g] for g in sorted(out, key=group_order)}
+
+
 def method_of(settings: dict, rho: float, posthoc: str = "") -> str:
     """The method key of a run from its training settings (and the suffix of a post-hoc copy)."""
     if settings.get("forward") == "ste":

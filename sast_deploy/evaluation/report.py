@@ -17,19 +17,11 @@ from ..jsonio import write_json
 from .activity import HEADLINE
 from .activity_report import activity_rows, activity_table, activity_value
 from .plots import accuracy_vs_rho, accuracy_vs_synops, gap_strip, robustness_curves
-from .protocol import evaluate_run
-from .records import RunRecord, find_runs, group_label, group_order, is_posthoc, varying_settings
+from .protocol import MODES, evaluate_run
+from .records import RunRecord, by_group, find_runs, group_label, is_posthoc, varying_settings
 from .stats import summarize
 
 METRICS = (("surrogate_acc", "surrogate"), ("hard_acc", "hard"), ("transfer_gap", "gap"))
-MODES = ("surrogate", "hard")
-
-
-def _groups(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
-    out: dict[tuple, list[RunRecord]] = {}
-    for r in records:
-        out.setdefault(r.group, []).append(r)
-    return {g: out[g] for g in sorted(out, key=group_order)}
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -56,7 +48,7 @@ def _per_seed(runs: list[RunRecord], values) -> str:
 def table2(records) -> list[dict]:
     """Accuracy and transfer gap per method and rho, long format (one row per metric)."""
     rows = []
-    for (method, rho), runs in _groups(records).items():
+    for (method, rho), runs in by_group(records).items():
         for key, name in METRICS:
             vals = [r.summary[key] for r in runs]
             rows.append({"label": group_label(method, rho), "method": method, "rho": rho, "metric": name,
@@ -77,7 +69,7 @@ def paired_gaps(records) -> list[dict]:
     """Each method's gap minus the baseline's gap on the same seed (training methods only)."""
     base = {r.seed: r.summary["transfer_gap"] for r in records if r.method == "baseline"}
     rows = []
-    for (method, rho), runs in _groups(records).items():
+    for (method, rho), runs in by_group(records).items():
         if method == "baseline" or is_posthoc(method):
             continue
         pairs = [(r.seed, r.summary["transfer_gap"] - base[r.seed]) for r in runs if r.seed in base]
@@ -93,7 +85,7 @@ def paired_gaps(records) -> list[dict]:
 
 def table4(records) -> list[dict]:
     """Cost per method: time per epoch and peak memory, and their ratio to the baseline's mean."""
-    groups = {g: runs for g, runs in _groups(records).items() if not is_posthoc(g[0])}
+    groups = {g: runs for g, runs in by_group(records).items() if not is_posthoc(g[0])}
     base = groups.get(("baseline", 0.0), [])
     ref = {k: summarize([r.summary.get(k) for r in base])["mean"] if base else math.nan
            for k in ("time_per_epoch_s", "peak_mem_mb")}
@@ -183,11 +175,8 @@ def _md(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
-    out: dict[tuple, list[dict]] = {}
-    for row in rows:
-        out.setdefault((row["method"], row["rho"]), []).append(row)
-    return {g: out[g] for g in sorted(out, key=group_order)}
+def _row_group(row: dict) -> tuple[str, float]:
+    return row["method"], row["rho"]
 
 
 def _intro(folder: Path, records) -> list[str]:
@@ -279,7 +268,7 @@ def _robustness_sections(rows: list[dict]) -> list[str]:
     for stat, title in (("mean", "mean accuracy over severities"), ("auc", "area under the accuracy-severity curve")):
         body = [[group_label(*g), len({row["seed"] for row in grp})]
                 + [mean_std(summarize([row[stat] for row in grp if (row["corruption"], row["mode"]) == c]))
-                   for c in cols] for g, grp in _group_rows(rows).items()]
+                   for c in cols] for g, grp in by_group(rows, _row_group).items()]
         out += [f"## Robustness: {title}", "",
                 f"Severities p = {', '.join(f'{p:g}' for p in severities)}; family 1 = voxel-drop, family 2 = "
                 "time-jitter and bin-drop; identical corrupted inputs for every method; mean ± std over seeds.", "",
@@ -295,7 +284,7 @@ def _diagnostics_section(rows: list[dict]) -> list[str]:
                   ("sigma_min_JJt_median", "median sigma_min(JJ^T)"), ("beta_hat_secant", "secant beta_hat"),
                   ("beta_bound", "bound beta")])
     body = [[group_label(*g), len(grp)] + [fmt(summarize([row.get(k) for row in grp])["median"]) for k, _ in columns]
-            for g, grp in _group_rows(rows).items()]
+            for g, grp in by_group(rows, _row_group).items()]
     return ["## Theory diagnostics", "",
             f"Surrogate mode, float64, {rows[0]['samples']} held-out examples; median over seeds (per-seed values "
             "and per-example spreads in diagnostics.csv). Secant beta_hat: max over random directions and radii; "

@@ -18,10 +18,10 @@ from ..jsonio import write_json
 from .plots import _offsets, _save
 from .records import BN_REESTIMATED, CALIBRATED, RunRecord, find_runs, group_label, group_order, split_method, \
     varying_settings
-from .report import _write_csv
+from .report import METRICS, _write_csv
+from .report import _md as _table
 from .stats import summarize
 
-METRICS = (("surrogate_acc", "surrogate"), ("hard_acc", "hard"), ("transfer_gap", "gap"))
 # (summary key, post-hoc suffix) -> colour, legend label; in drawing order
 STYLES = {
     "gap": {("transfer_gap", ""): ("tab:red", "trained"),
@@ -92,8 +92,7 @@ def bn_rows(records, by) -> list[dict]:
 
 
 def _md(header, body) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(str(c) for c in row) + " |" for row in body], ""]
+    return [_table(header, body), ""]
 
 
 def _setting_cell(row) -> str:
