@@ -91,11 +91,9 @@ def run(args) -> int:
     train_args, eval_args = worker_args(args)
     runs = plan_runs(args.rho, args.seeds, args.controls, args.control_rho)
     check_commands(runs, train_args, eval_args, args.eval_extras)
-    offers_resume = "--resume" in command_parser("sast_deploy.train")._option_string_actions
     print(f"sweep: {len(runs)} runs ({len(args.seeds)} seeds; rho {args.rho}; controls {args.controls or 'none'}) "
           f"with {args.jobs} worker(s) -> {args.out}")
-    manifest = run_sweep(args.out, runs, train_args, eval_args, args.jobs, "--resume" if offers_resume else None,
-                         extras=args.eval_extras)
+    manifest = run_sweep(args.out, runs, train_args, eval_args, args.jobs, extras=args.eval_extras)
     out = Path(args.out)
     copies = [c for name, c in COPIES.items() if name in args.controls]
     print(f"\n{'run':<32}{'status':>8}{'surrogate':>10}{'hard':>7}{'gap':>8}"

@@ -17,8 +17,8 @@ of the copy] [-> BN re-estimation -> evaluate --robustness of that copy]. `extra
 flags; with none, the evaluate steps are left out (the summaries already hold the accuracies). A step is done iff the file it writes last exists (train: summary.json; evaluate:
 evaluation.json; calibrate: calibrated/summary.json), so an interrupted sweep resumes where it
 stopped and a half-written run never looks finished. Once a step runs, every later step of its run
-runs again. A partial training folder is resumed with `--resume` when the trainer offers it (and
-restarted from scratch if that fails), else restarted.
+runs again. A partial training folder is resumed with `train --resume` (and restarted from scratch if
+that fails).
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def _call(argv, log, env) -> int:
     return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL).returncode
 
 
-def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, resume_flag: str | None) -> dict:
+def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict) -> dict:
     """Run the steps that are not done (and every step after one that runs); log to `log_path`.
     `seconds` is the time its steps took, left out when none ran (the recorded time stays)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, res
             ran = True
             step.done_file.unlink(missing_ok=True)  # a stale result must not survive a rerun
             if step.name == "train":
-                rc = _train(step, run_dir, log, env, resume_flag)
+                rc = _train(step, run_dir, log, env)
             else:
                 rc = _call(step.argv, log, env)
             if rc != 0 or not step.done_file.is_file():
@@ -172,11 +172,10 @@ def execute_run(steps: list[Step], run_dir: Path, log_path: Path, env: dict, res
     return {"status": "done", "seconds": time.perf_counter() - t0} if ran else {"status": "done"}
 
 
-def _train(step: Step, run_dir: Path, log, env, resume_flag: str | None) -> int:
-    partial = run_dir.is_dir() and any(run_dir.iterdir())
-    if partial and resume_flag:
+def _train(step: Step, run_dir: Path, log, env) -> int:
+    if run_dir.is_dir() and any(run_dir.iterdir()):
         # `train --resume RUN_DIR` alone: the trainer refuses other flags and uses the recorded settings
-        rc = _call([*step.argv[:3], resume_flag, str(run_dir)], log, env)
+        rc = _call([*step.argv[:3], "--resume", str(run_dir)], log, env)
         if rc == 0:
             return rc
         log.write(f"resume failed (exit {rc}); restarting {run_dir} from scratch\n")
@@ -205,7 +204,7 @@ def load_manifest(out: Path, train_args, eval_args) -> dict:
 
 
 def run_sweep(out, runs: list[SweepRun], train_args=(), eval_args=(), jobs: int = 1,
-              resume_flag: str | None = None, progress: bool = True, extras=EVAL_EXTRAS) -> dict:
+              progress: bool = True, extras=EVAL_EXTRAS) -> dict:
     """Execute `runs` (skipping finished steps) with `jobs` parallel workers; returns the manifest,
     also written to SWEEP/sweep.json after every run."""
     out = Path(out)
@@ -221,7 +220,7 @@ def run_sweep(out, runs: list[SweepRun], train_args=(), eval_args=(), jobs: int 
     def work(run: SweepRun) -> tuple[str, dict]:
         run_dir = out / "runs" / run.name
         steps = run_steps(run, run_dir, train_args, eval_args, extras)
-        return run.name, execute_run(steps, run_dir, out / "logs" / f"{run.name}.log", env, resume_flag)
+        return run.name, execute_run(steps, run_dir, out / "logs" / f"{run.name}.log", env)
 
     bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
